@@ -1,0 +1,3 @@
+from pharia.cli import main
+
+main()

@@ -1,0 +1,273 @@
+"""The one configuration tree of pharia, validated at the edge.
+
+Every stage reads only its own section (`data`, `model`, `train`, `eval`, `registry`, `gates`), so a
+later issue can deepen a stage by adding fields to its section without touching the others.
+Presets live in `configs/*.yaml` and are loaded with `yaml.safe_load`; unknown keys and bad values
+are rejected with a message that names the key and says what was expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pharia.errors import PhariaError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Domain = Literal["web", "academic", "books", "code", "multilingual"]
+DOMAINS: tuple[str, ...] = ("web", "academic", "books", "code", "multilingual")
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(PhariaError, ValueError):
+    """A configuration file or value is wrong; the message is meant for the user as is."""
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------- data
+class SourceConfig(Strict):
+    """One corpus: a built-in packaged asset (`builtin`) or files on disk (`path`)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    builtin: str | None = Field(default=None, description="name of a packaged corpus, see `pharia data sources`")
+    path: str | None = Field(default=None, description="file, directory or glob")
+    format: Literal["jsonl", "parquet", "text", "lines"] = "text"
+    text_field: str = "text"
+    domain: Domain
+    weight: float = Field(gt=0, description="mixture weight; shares are weight / sum(weights)")
+    license: str = "unknown"
+    max_docs: int | None = Field(default=None, gt=0, description="read at most this many documents")
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "SourceConfig":
+        if (self.builtin is None) == (self.path is None):
+            raise ValueError(f"source '{self.name}': give exactly one of 'builtin' or 'path'")
+        return self
+
+
+class ValidationConfig(Strict):
+    """Thresholds of the Great Expectations suite over the per-document statistics table."""
+
+    min_rows: int = Field(default=10, ge=1)
+    min_chars: int = Field(default=20, ge=1)
+    max_chars: int = Field(default=200_000, ge=1)
+    max_toxicity: float = Field(default=0.5, ge=0, le=1)
+    max_duplicate_rate: float = Field(default=0.05, ge=0, le=1)
+    domain_share_tolerance: float = Field(default=0.10, ge=0, le=1)
+
+
+class DataConfig(Strict):
+    sources: list[SourceConfig] = Field(min_length=1)
+    target_chars: int = Field(default=2_000_000, gt=0, description="characters in the sampled mixture")
+    max_doc_chars: int = Field(default=20_000, gt=0, description="longer documents are truncated")
+    min_doc_chars: int = Field(default=20, ge=1, description="shorter documents are filtered")
+    heldout_fraction: float = Field(default=0.05, gt=0, lt=0.5)
+    toxicity_threshold: float = Field(default=0.8, gt=0, le=1, description="documents above are filtered")
+    vocab_size: int = Field(default=4096, ge=300)
+    seq_len: int = Field(default=128, ge=8)
+    seed: int = 0
+    validation: ValidationConfig = ValidationConfig()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "DataConfig":
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+    def domain_targets(self) -> dict[str, float]:
+        """Target share of each domain: the sum of its sources' weights over all weights."""
+        total = sum(s.weight for s in self.sources)
+        shares: dict[str, float] = {}
+        for s in self.sources:
+            shares[s.domain] = shares.get(s.domain, 0.0) + s.weight / total
+        return shares
+
+
+# -------------------------------------------------------------------------------------- model
+class ModelConfig(Strict):
+    """Shape of the Pharia decoder (SPEC.md). `vocab_size` must match the tokenizer's."""
+
+    vocab_size: int = Field(default=4096, ge=16)
+    d_model: int = Field(default=128, ge=8)
+    n_layers: int = Field(default=2, ge=1)
+    n_heads: int = Field(default=4, ge=1)
+    max_seq_len: int = Field(default=128, ge=8)
+    d_ff: int | None = Field(default=None, ge=8, description="SwiGLU hidden size per expert; default 8/3·d_model")
+    n_experts: int = Field(default=1, ge=1, description="1 = dense Swish MLP, >1 = mixture of experts")
+    top_k: int = Field(default=1, ge=1)
+    attention: Literal["dense", "sparse"] = "dense"
+    sparse_window: int = Field(default=64, ge=1)
+    share_group: int = Field(default=1, ge=1, description="consecutive layers sharing one block's weights")
+    tie_embeddings: bool = True
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    rope_theta: float = Field(default=10_000.0, gt=0)
+    norm_eps: float = Field(default=1e-5, gt=0)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "ModelConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.top_k > self.n_experts:
+            raise ValueError(f"top_k ({self.top_k}) cannot exceed n_experts ({self.n_experts})")
+        if self.n_layers % self.share_group:
+            raise ValueError(f"n_layers ({self.n_layers}) must be a multiple of share_group ({self.share_group})")
+        return self
+
+
+# -------------------------------------------------------------------------------------- train
+class TrainConfig(Strict):
+    """DeepSpeed training of one stage (the walking pipeline runs pre-training only)."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    ranks: int = Field(default=1, ge=1, description="local processes (torchrun)")
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    micro_batch_size: int = Field(default=8, ge=1)
+    grad_accum_steps: int = Field(default=1, ge=1)
+    max_steps: int = Field(default=200, ge=1)
+    lr: float = Field(default=3e-3, gt=0)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    warmup_steps: int = Field(default=20, ge=0)
+    weight_decay: float = Field(default=0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = Field(default=1.0, gt=0)
+    activation_checkpointing: bool = False
+    log_every: int = Field(default=10, ge=1)
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------------------- eval
+class EvalConfig(Strict):
+    """Evaluation after training: held-out perplexity per domain and toxicity of generations."""
+
+    max_batches_per_domain: int = Field(default=8, ge=1)
+    n_generations: int = Field(default=16, ge=1)
+    max_new_tokens: int = Field(default=48, ge=1)
+    temperature: float = Field(default=0.9, gt=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    toxicity_threshold: float = Field(default=0.5, gt=0, lt=1)
+    seed: int = 0
+
+
+# ----------------------------------------------------------------------------------- registry
+class RegistryConfig(Strict):
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else the workspace's SQLite"
+    )
+    experiment: str = "pharia"
+    model_name: str = Field(default="pharia-tiny", pattern=r"^[A-Za-z0-9_.-]+$")
+    alias: str = "candidate"
+
+
+# -------------------------------------------------------------------------------------- gates
+class GatesConfig(Strict):
+    """Thresholds a model version must meet; each maps to a compliance requirement."""
+
+    max_perplexity: float = Field(default=5_000.0, gt=0, description="worst held-out domain perplexity")
+    max_toxicity_rate: float = Field(default=0.2, ge=0, le=1, description="share of toxic generations")
+    require_data_validation: bool = True
+
+
+class PipelineConfig(Strict):
+    name: str = Field(default="tiny", pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    registry: RegistryConfig = RegistryConfig()
+    gates: GatesConfig = GatesConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PipelineConfig":
+        if self.model.vocab_size != self.data.vocab_size:
+            raise ValueError(
+                f"model.vocab_size ({self.model.vocab_size}) must equal data.vocab_size ({self.data.vocab_size})"
+            )
+        if self.model.max_seq_len < self.data.seq_len:
+            raise ValueError(
+                f"model.max_seq_len ({self.model.max_seq_len}) must be >= data.seq_len ({self.data.seq_len})"
+            )
+        return self
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON of the whole config: the model's `config_hash` tag."""
+        return sha256_json(self.model_dump(mode="json"))
+
+
+def sha256_json(obj: Any) -> str:
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    got = error.get("input")
+    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+    return f"{key}: {error['msg']}{shown}"
+
+
+def validate_config(raw: Any, origin: str = "config") -> PipelineConfig:
+    """Build a PipelineConfig from parsed YAML/JSON; errors name the key and the expectation."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"{origin}: {lines}") from None
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
+def load_config(path_or_preset: str | Path) -> PipelineConfig:
+    """Load a YAML file, or a preset by name (`tiny`, `pharia-1-7b`) from configs/."""
+    path = Path(path_or_preset)
+    if not path.suffix and not path.exists():
+        path = CONFIGS_DIR / f"{path_or_preset}.yaml"
+        if not path.exists():
+            raise ConfigError(
+                f"unknown preset '{path_or_preset}': expected one of {', '.join(available_presets())} or a YAML file"
+            )
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from None
+    return validate_config(raw, origin=str(path))
+
+
+def load_data_config(path: str | Path) -> DataConfig:
+    """Data commands accept a whole pipeline config or a file holding only a `data:` section
+    (DVC's params.yaml); either way every key is validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from None
+    if isinstance(raw, dict) and set(raw) == {"data"}:
+        try:
+            return DataConfig.model_validate(raw["data"])
+        except ValidationError as exc:
+            lines = "; ".join(_describe({**e, "loc": ("data", *e["loc"])}) for e in exc.errors())
+            raise ConfigError(f"{path}: {lines}") from None
+    return validate_config(raw, origin=str(path)).data
