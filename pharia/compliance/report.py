@@ -1,0 +1,122 @@
+"""The compliance dossier of one model version: what data went in and how it was filtered and
+validated, how the model was trained, how it scored, which requirements it meets, and who approved
+it. Written as JSON (for machines: registration, the dashboard) and Markdown (for auditors)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from pharia.compliance.requirements import FAIL, NOT_EVALUATED, PASS, assess
+from pharia.config import PipelineConfig
+from pharia.data.manifest import atomic_write_json, atomic_write_text
+
+SCHEMA = "pharia.compliance/v1"
+TRAINING_KEYS = ("steps", "final_loss", "first_loss", "tokens_seen", "tokens_per_s", "zero_stage", "world_size",
+                 "precision", "device", "wall_s", "params_total", "params_unique", "deepspeed_version", "torch_version")
+
+
+def data_evidence(cfg: PipelineConfig, shards_manifest: dict) -> dict:
+    """Per-source accounting, mixture shares and validation summary from the shard manifest."""
+    licences = {s.name: s.license for s in cfg.data.sources}
+    per_source = shards_manifest["ingest"]["sources"]
+    sources = [
+        {"name": name, "domain": row["domain"], "license": licences.get(name, "unknown"), "rows_in": row["rows_in"],
+         "kept": row["kept"], "filtered": row["filtered"], "quarantined": row["quarantined"]}
+        for name, row in sorted(per_source.items())
+    ]
+    return {
+        "sources": sources,
+        "domain_shares": shards_manifest["domain_shares"],
+        "validation": shards_manifest["validation"],
+        "tokens": {split: {d: e["tokens"] for d, e in domains.items()}
+                   for split, domains in shards_manifest["splits"].items()},
+    }
+
+
+def build_report(
+    cfg: PipelineConfig,
+    *,
+    model: dict,
+    lineage: dict,
+    shards_manifest: dict,
+    training: dict,
+    evaluation: dict,
+) -> dict:
+    evidence = {
+        "data": data_evidence(cfg, shards_manifest),
+        "training": {k: training.get(k) for k in TRAINING_KEYS},
+        "evaluation": {"metrics": evaluation["metrics"], "reproducibility": evaluation.get("reproducibility", {})},
+        "lineage": lineage,
+    }
+    requirements = assess(evidence, cfg.gates, cfg.data.validation)
+    counts = {s: sum(r["status"] == s for r in requirements) for s in (PASS, FAIL, NOT_EVALUATED)}
+    return {
+        "schema": SCHEMA,
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "model": model,
+        **evidence,
+        "gates": cfg.gates.model_dump(mode="json"),
+        "requirements": requirements,
+        "summary": counts,
+        "coverage": f"{counts[PASS] + counts[FAIL]} of {len(requirements)} requirements evaluated",
+        "approvals": [],
+        "verdict": FAIL if counts[FAIL] else PASS,
+    }
+
+
+def render_markdown(report: dict) -> str:
+    m, lin = report["model"], report["lineage"]
+    icon = {PASS: "PASS", FAIL: "FAIL", NOT_EVALUATED: "not evaluated"}
+    out = [
+        f"# Compliance dossier: {m['name']} version {m['version']}",
+        "",
+        f"**Verdict: {report['verdict'].upper()}** ({report['coverage']}; "
+        f"{report['summary'][PASS]} pass, {report['summary'][FAIL]} fail, "
+        f"{report['summary'][NOT_EVALUATED]} not evaluated). Generated {report['generated_at']}.",
+        "",
+        f"Alias `{m['alias']}`, status {m['status']}, MLflow run `{m['run_id']}`.",
+        "",
+        "## Requirements",
+        "",
+        "| id | requirement | category | EU AI Act | status |",
+        "|---|---|---|---|---|",
+    ]
+    for r in report["requirements"]:
+        out.append(f"| {r['id']} | {r['title']} | {r['category']} | {', '.join(r['articles'])} | {icon[r['status']]} |")
+    out += ["", "### Evidence", ""]
+    for r in report["requirements"]:
+        out.append(f"- **{r['id']}** ({icon[r['status']]})")
+        out += [f"  - {line}" for line in r["evidence"]]
+    out += ["", "## Lineage", ""] + [f"- {k}: `{v}`" for k, v in lin.items()]
+    out += ["", "## Data", "", "| source | domain | licence | rows in | kept | filtered | quarantined |",
+            "|---|---|---|---:|---:|---|---|"]
+    for s in report["data"]["sources"]:
+        out.append(f"| {s['name']} | {s['domain']} | {s['license']} | {s['rows_in']} | {s['kept']} | "
+                   f"{_counts(s['filtered'])} | {_counts(s['quarantined'])} |")
+    out += ["", "| domain | target share | achieved share |", "|---|---:|---:|"]
+    for d, s in sorted(report["data"]["domain_shares"].items()):
+        out.append(f"| {d} | {s['target']:.1%} | {s['achieved']:.1%} |")
+    v = report["data"]["validation"]
+    out += ["", f"Validation: {'passed' if v['success'] else 'FAILED'} ({v['successful']}/{v['evaluated']}); "
+            f"Data Docs: `{v['data_docs']}`", "", "## Training", ""]
+    out += [f"- {k}: {val}" for k, val in report["training"].items() if val is not None]
+    out += ["", "## Evaluation", "", "| metric | value |", "|---|---:|"]
+    out += [f"| {k} | {val:.4g} |" for k, val in sorted(report["evaluation"]["metrics"].items())]
+    out += ["", "## Approvals", "", "None yet: the version carries the alias "
+            f"`{m['alias']}` until a reviewer approves it."]
+    return "\n".join(out) + "\n"
+
+
+def _counts(mapping: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(mapping.items()) if v) or "-"
+
+
+def write_report(report: dict, reports_dir: Path) -> tuple[Path, Path]:
+    """`reports_dir/<model>/v<version>/compliance.{json,md}`, each written atomically."""
+    target = reports_dir / report["model"]["name"] / f"v{report['model']['version']}"
+    target.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = target / "compliance.json", target / "compliance.md"
+    atomic_write_json(json_path, report)
+    atomic_write_text(md_path, render_markdown(report))
+    return json_path, md_path

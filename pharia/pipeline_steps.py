@@ -1,0 +1,183 @@
+"""The pipeline's stages as plain functions over plain data, so the Prefect flow stays a thin
+wrapper (one task per function) and tests can run each stage without an orchestrator.
+
+Every function takes the config and the previous stages' results (JSON-able dicts) and returns its
+own result; nothing is passed through globals, so a stage can be re-run or replaced alone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+from pharia.config import PipelineConfig, sha256_json
+from pharia.registry.lineage import git_commit
+from pharia.registry.register import Lineage
+from pharia.workspace import Workspace
+
+
+def open_run(cfg: PipelineConfig, ws: Workspace, tracking_uri: str) -> tuple[str, Path]:
+    """Create the MLflow run and the run's output folder holding the exact config it ran with."""
+    from pharia.registry.register import start_pipeline_run
+
+    lineage = Lineage(cfg.config_hash(), git_commit(), data_manifest_sha256="pending", dvc_md5="pending")
+    run_id = start_pipeline_run(tracking_uri, cfg, ws, lineage)
+    run_dir = ws.runs_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "utf-8")
+    return run_id, run_dir
+
+
+def data_project_dir(cfg: PipelineConfig, ws: Workspace) -> Path:
+    """One DVC project per distinct data config: reruns of the same data skip every stage."""
+    return ws.data_dir / sha256_json(cfg.data.model_dump(mode="json"))[:12]
+
+
+def prepare_data(cfg: PipelineConfig, ws: Workspace) -> dict:
+    """Materialise the DVC project, `dvc repro` + `dvc push`, and read what DVC tracks."""
+    from pharia.data import dvc_project
+    from pharia.data.manifest import manifest_sha256
+
+    project = dvc_project.materialize(data_project_dir(cfg, ws), cfg.data, ws.dvc_remote)
+    outcome = dvc_project.repro(project)
+    locks = dvc_project.lock_hashes(project)
+    shards_dir = project / "data" / "shards"
+    manifest = json.loads((shards_dir / "manifest.json").read_text(encoding="utf-8"))
+    return {
+        "project_dir": str(project),
+        "shards_dir": str(shards_dir),
+        "tokenizer_file": str(project / "data" / "tokenizer" / "tokenizer.json"),
+        "manifest_sha256": manifest_sha256(shards_dir / "manifest.json"),
+        "dvc_md5": locks.get("data/shards", ""),
+        "stages_run": outcome.get("ran", []),
+        "stages_skipped": outcome.get("skipped", []),
+        "eos_token_id": int(manifest["eos_token_id"]),
+        "pad_token_id": int(manifest["pad_token_id"]),
+    }
+
+
+def lineage_of(cfg: PipelineConfig, data: dict) -> Lineage:
+    return Lineage(cfg.config_hash(), git_commit(), data["manifest_sha256"], data["dvc_md5"])
+
+
+def train(cfg: PipelineConfig, data: dict, run_dir: Path, tracking_uri: str, run_id: str) -> dict:
+    """DeepSpeed training in a child process (keeps torch.distributed state out of the flow)."""
+    from mlflow.tracking import MlflowClient
+
+    from pharia.train.launch import run_training
+
+    client = MlflowClient(tracking_uri)
+    for key, value in lineage_of(cfg, data).run_tags().items():
+        client.set_tag(run_id, key, value)
+    return run_training(
+        run_dir / "config.yaml",
+        Path(data["shards_dir"]),
+        run_dir / "train",
+        tracking_uri=tracking_uri,
+        run_id=run_id,
+        ranks=cfg.train.ranks,
+    )
+
+
+def evaluate(
+    cfg: PipelineConfig, data: dict, training: dict, run_dir: Path, tracking_uri: str, run_id: str
+) -> dict:
+    from pharia.evaluate.suite import evaluate as run_suite
+    from pharia.registry.register import log_artifacts, log_metrics_once
+
+    out = run_dir / "eval"
+    result = run_suite(Path(training["model_dir"]), Path(data["shards_dir"]), Path(data["tokenizer_file"]), cfg.eval, out)
+    log_metrics_once(tracking_uri, run_id, result["metrics"], step=int(training.get("steps", 0)))
+    log_artifacts(tracking_uri, run_id, out, "eval")
+    return {"metrics": result["metrics"], "reproducibility": result["reproducibility"], "dir": str(out)}
+
+
+def register(cfg: PipelineConfig, data: dict, training: dict, tracking_uri: str, run_id: str) -> dict:
+    from pharia.registry.register import register_model
+
+    version = register_model(
+        tracking_uri,
+        run_id,
+        cfg,
+        model_dir=Path(training["model_dir"]),
+        tokenizer_file=Path(data["tokenizer_file"]),
+        special_tokens={"eos_token_id": data["eos_token_id"], "pad_token_id": data["pad_token_id"]},
+        lineage=lineage_of(cfg, data),
+    )
+    return asdict(version)
+
+
+def comply(
+    cfg: PipelineConfig, data: dict, training: dict, evaluation: dict, version: dict, tracking_uri: str, ws: Workspace
+) -> dict:
+    """Write the dossier, log it to the run, and tag the version with its verdict and location."""
+    from pharia.compliance.report import build_report, write_report
+    from pharia.registry.register import log_artifacts, tag_version
+
+    manifest = json.loads((Path(data["shards_dir"]) / "manifest.json").read_text(encoding="utf-8"))
+    report = build_report(
+        cfg,
+        model={
+            "name": version["name"],
+            "version": version["version"],
+            "alias": version["alias"],
+            "run_id": version["run_id"],
+            "status": "candidate, awaiting approval",
+        },
+        lineage=asdict(lineage_of(cfg, data)),
+        shards_manifest=manifest,
+        training=training,
+        evaluation=evaluation,
+    )
+    json_path, md_path = write_report(report, ws.reports_dir)
+    log_artifacts(tracking_uri, version["run_id"], json_path.parent, "compliance")
+    tag_version(
+        tracking_uri,
+        version["name"],
+        version["version"],
+        {"compliance_verdict": report["verdict"], "compliance_report": str(json_path)},
+    )
+    return {"verdict": report["verdict"], "coverage": report["coverage"], "json": str(json_path), "markdown": str(md_path)}
+
+
+def finish_run(tracking_uri: str, run_id: str, run_dir: Path, ok: bool) -> None:
+    """Close the MLflow run; a failed run's half-written outputs are removed, its record stays."""
+    from pharia.registry.register import end_run
+
+    end_run(tracking_uri, run_id, "FINISHED" if ok else "FAILED")
+    if not ok:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def render_summary(result: dict) -> str:
+    """Where to look afterwards: printed at the end of `make demo` and stored as a Prefect artifact."""
+    model, report, metrics = result["model"], result["report"], result["metrics"]
+    uri = result["tracking_uri"]
+    ui = uri if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri} --port 5000  (or `make up`)"
+    ppl = ", ".join(f"{k.removeprefix('eval_ppl_')} {v:.0f}" for k, v in sorted(metrics.items()) if k.startswith("eval_ppl_"))
+    return "\n".join(
+        [
+            "## pharia-pipeline finished",
+            "",
+            f"- model: **{model['name']}** version **{model['version']}** (alias `{model['alias']}`), "
+            f"`{model['model_uri']}`",
+            f"- MLflow run: `{result['run_id']}` at `{uri}`",
+            f"- compliance: **{report['verdict'].upper()}** ({report['coverage']})",
+            f"  - {report['markdown']}",
+            f"  - {report['json']}",
+            f"- held-out perplexity: {ppl}",
+            f"- toxic generations: {metrics.get('eval_toxicity_rate', float('nan')):.1%}",
+            f"- data: manifest sha256 `{result['data']['manifest_sha256'][:16]}…`, DVC project "
+            f"`{result['data']['project_dir']}` (ran {result['data']['stages_run'] or 'nothing'}, "
+            f"skipped {result['data']['stages_skipped'] or 'nothing'})",
+            f"- wall time: {result['wall_s']} s",
+            "",
+            "Open the UIs: `make up`, then Prefect http://127.0.0.1:4200, MLflow http://127.0.0.1:5000, "
+            "dashboard http://127.0.0.1:8501",
+            f"MLflow UI without `make up`: {ui}",
+        ]
+    )
