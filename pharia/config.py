@@ -142,6 +142,7 @@ class TrainConfig(Strict):
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = Field(default=1.0, gt=0)
     activation_checkpointing: bool = False
+    aux_loss_coef: float = Field(default=0.01, ge=0, description="weight of the MoE load-balancing loss")
     log_every: int = Field(default=10, ge=1)
     seed: int = 0
 

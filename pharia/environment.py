@@ -7,6 +7,7 @@ entry points call `configure()` first. Existing values win: a user's settings ar
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from pharia.workspace import Workspace
 
@@ -28,6 +29,7 @@ def configure(workspace: Workspace | None = None, *, device: str = "cpu") -> Wor
     ws = workspace or Workspace.from_env()
     os.environ.setdefault("PHARIA_HOME", str(ws.home))
     os.environ.setdefault("PREFECT_HOME", str(ws.prefect_home))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ws.torch_extensions))
     if device == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")

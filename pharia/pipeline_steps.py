@@ -44,7 +44,6 @@ def prepare_data(cfg: PipelineConfig, ws: Workspace) -> dict:
 
     project = dvc_project.materialize(data_project_dir(cfg, ws), cfg.data, ws.dvc_remote)
     outcome = dvc_project.repro(project)
-    locks = dvc_project.lock_hashes(project)
     shards_dir = project / "data" / "shards"
     manifest = json.loads((shards_dir / "manifest.json").read_text(encoding="utf-8"))
     return {
@@ -52,9 +51,9 @@ def prepare_data(cfg: PipelineConfig, ws: Workspace) -> dict:
         "shards_dir": str(shards_dir),
         "tokenizer_file": str(project / "data" / "tokenizer" / "tokenizer.json"),
         "manifest_sha256": manifest_sha256(shards_dir / "manifest.json"),
-        "dvc_md5": locks.get("data/shards", ""),
-        "stages_run": outcome.get("ran", []),
-        "stages_skipped": outcome.get("skipped", []),
+        "dvc_md5": outcome["outs_md5"].get("data/shards", ""),
+        "stages_run": outcome["stages_run"],
+        "stages_skipped": outcome["stages_skipped"],
         "eos_token_id": int(manifest["eos_token_id"]),
         "pad_token_id": int(manifest["pad_token_id"]),
     }

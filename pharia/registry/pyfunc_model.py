@@ -25,7 +25,7 @@ class PhariaGenerator(PythonModel):
         special = json.loads(Path(context.artifacts["special_tokens"]).read_text())
         self.eos, self.pad = int(special["eos_token_id"]), int(special["pad_token_id"])
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> list[str]:
+    def predict(self, context, model_input, params=None):  # untyped: MLflow infers a schema from hints
         import torch
 
         from pharia.model.generate import generate

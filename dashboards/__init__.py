@@ -1,0 +1,1 @@
+"""Streamlit dashboard (multipage): reads MLflow and the compliance dossiers, writes nothing."""

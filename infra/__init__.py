@@ -1,0 +1,1 @@
+"""Infrastructure of pharia: the local platform (`infra/local`), cluster manifests and images."""

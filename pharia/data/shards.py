@@ -1,0 +1,188 @@
+"""Pack stage: documents -> flat token files per split and domain + manifest.json.
+
+Each `<split>/<domain>.bin` is a raw little-endian array (uint16 when the vocabulary fits, else
+uint32) readable with `numpy.memmap(path, dtype=manifest["dtype"], mode="r")`; every document is
+followed by the eos id, so the trainer can cut windows anywhere and still see boundaries. The
+directory is self-contained: it carries a copy of tokenizer.json, and the manifest lists the sha256
+of every file. `manifest.json` is the contract with training and evaluation (schema
+`pharia.shards/v1`); its own sha256 is the data lineage recorded with the model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from pharia.config import DataConfig, sha256_json
+from pharia.data.manifest import atomic_dir, atomic_write_json, sha256_file
+from pharia.data.tokenizer import EOS_TOKEN, PAD_TOKEN, TOKENIZER_FILE, iter_documents, load_tokenizer
+from pharia.data.validate import failure_message
+from pharia.errors import DataError, DataValidationError
+
+SCHEMA = "pharia.shards/v1"
+SPLITS = ("train", "heldout")
+ENCODE_BATCH = 256
+UINT16_LIMIT = 65535
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= UINT16_LIMIT else np.uint32)
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataError(f"{path} not found: expected the output of `pharia data {what}`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return data
+
+
+def _validation_summary(validation_dir: Path | None, ingest_dir: Path) -> dict[str, Any] | None:
+    """The validation verdict the shards are packed under; refuse a failed or foreign validation."""
+    if validation_dir is None:
+        return None
+    summary = _read_json(Path(validation_dir) / "validation.json", "validate")
+    if not summary.get("success"):
+        raise DataValidationError(f"refusing to pack: {failure_message(summary)}")
+    stats_sha = sha256_file(Path(ingest_dir) / "stats.parquet")
+    if summary.get("stats_sha256") != stats_sha:
+        raise DataError(
+            f"{Path(validation_dir) / 'validation.json'} validated a different ingest "
+            f"(stats sha256 {summary.get('stats_sha256')}, {ingest_dir} has {stats_sha}): rerun `pharia data validate`"
+        )
+    return {k: summary[k] for k in ("success", "evaluated", "successful", "data_docs")}
+
+
+def _ingest_summary(report: dict[str, Any]) -> dict[str, Any]:
+    keys = ("rows_in", "kept", "filtered", "quarantined", "chars")
+    return {
+        "sources": {
+            name: {"domain": entry["domain"], **{k: entry[k] for k in keys}} for name, entry in report["sources"].items()
+        },
+        "totals": {k: report["totals"][k] for k in keys},
+        "splits": report.get("splits", {}),
+    }
+
+
+class _ShardWriter:
+    """Open file handles per (split, domain), created on first use; counts tokens as it writes."""
+
+    def __init__(self, root: Path, dtype: np.dtype) -> None:
+        self.root, self.dtype = root, dtype
+        self.handles: dict[tuple[str, str], IO[bytes]] = {}
+        self.tokens: dict[tuple[str, str], int] = {}
+
+    def write(self, split: str, domain: str, ids: np.ndarray) -> None:
+        key = (split, domain)
+        if key not in self.handles:
+            (self.root / split).mkdir(parents=True, exist_ok=True)
+            self.handles[key] = (self.root / split / f"{domain}.bin").open("wb")
+            self.tokens[key] = 0
+        self.handles[key].write(ids.astype(self.dtype).tobytes())
+        self.tokens[key] += int(ids.size)
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+
+
+def _encode_all(ingest_dir: Path, tokenizer: Any, writer: _ShardWriter, eos_id: int) -> None:
+    limit = np.iinfo(writer.dtype).max
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        for row, encoding in zip(batch, tokenizer.encode_batch([r["text"] for r in batch]), strict=True):
+            ids = np.asarray([*encoding.ids, eos_id], dtype=np.int64)
+            if ids.max(initial=0) > limit:
+                raise DataError(f"token id {int(ids.max())} does not fit {writer.dtype}")
+            writer.write(row["split"], row["domain"], ids)
+        batch.clear()
+
+    for row in iter_documents(ingest_dir):
+        if row["split"] not in SPLITS:
+            raise DataError(f"{ingest_dir}/documents.jsonl: document {row.get('doc_id')} has split {row['split']!r}")
+        batch.append(row)
+        if len(batch) >= ENCODE_BATCH:
+            flush()
+    if batch:
+        flush()
+
+
+def pack(
+    ingest_dir: Path, tokenizer_dir: Path, cfg: DataConfig, out_dir: Path, validation_dir: Path | None = None
+) -> dict[str, Any]:
+    """Encode every document, write the shard files and manifest.json into `out_dir` atomically,
+    and return the manifest. With `validation_dir`, a failed validation stops packing."""
+    ingest_dir, tokenizer_dir = Path(ingest_dir), Path(tokenizer_dir)
+    validation = _validation_summary(validation_dir, ingest_dir)
+    report = _read_json(ingest_dir / "ingest_report.json", "ingest")
+    tokenizer = load_tokenizer(tokenizer_dir)
+    eos_id, pad_id = tokenizer.token_to_id(EOS_TOKEN), tokenizer.token_to_id(PAD_TOKEN)
+    if (eos_id, pad_id) != (0, 1):
+        raise DataError(f"{tokenizer_dir}: expected {EOS_TOKEN} id 0 and {PAD_TOKEN} id 1, got {eos_id} and {pad_id}")
+    if tokenizer.get_vocab_size() > cfg.vocab_size:
+        raise DataError(
+            f"{tokenizer_dir}: tokenizer has {tokenizer.get_vocab_size()} tokens, more than data.vocab_size {cfg.vocab_size}"
+        )
+    dtype = token_dtype(cfg.vocab_size)
+    with atomic_dir(out_dir) as tmp:
+        writer = _ShardWriter(tmp, dtype)
+        try:
+            _encode_all(ingest_dir, tokenizer, writer, eos_id)
+        finally:
+            writer.close()
+        source_tokenizer = tokenizer_dir / TOKENIZER_FILE if tokenizer_dir.is_dir() else tokenizer_dir
+        shutil.copyfile(source_tokenizer, tmp / TOKENIZER_FILE)
+
+        splits: dict[str, dict[str, Any]] = {split: {} for split in SPLITS}
+        for (split, domain), count in sorted(writer.tokens.items()):
+            rel = f"{split}/{domain}.bin"
+            splits[split][domain] = {"file": rel, "tokens": count, "sha256": sha256_file(tmp / rel)}
+        files = {entry["file"]: entry["sha256"] for split in SPLITS for entry in splits[split].values()}
+        files[TOKENIZER_FILE] = sha256_file(tmp / TOKENIZER_FILE)
+        train_total = sum(e["tokens"] for e in splits["train"].values())
+        manifest = {
+            "schema": SCHEMA,
+            "dtype": dtype.name,
+            "vocab_size": cfg.vocab_size,
+            "seq_len": cfg.seq_len,
+            "eos_token_id": eos_id,
+            "pad_token_id": pad_id,
+            "tokenizer": {"file": TOKENIZER_FILE, "sha256": files[TOKENIZER_FILE]},
+            "splits": splits,
+            "files": files,
+            "domain_shares": {
+                domain: {
+                    "target": round(target, 6),
+                    "achieved": round(splits["train"].get(domain, {}).get("tokens", 0) / train_total, 6)
+                    if train_total
+                    else 0.0,
+                }
+                for domain, target in cfg.domain_targets().items()
+            },
+            "ingest": _ingest_summary(report),
+            "validation": validation,
+            "data_config_sha256": sha256_json(cfg.model_dump(mode="json")),
+        }
+        atomic_write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def verify(shards_dir: Path) -> None:
+    """Raise DataError when a file listed in the manifest is missing or its sha256 differs."""
+    shards_dir = Path(shards_dir)
+    manifest = _read_json(shards_dir / "manifest.json", "pack")
+    for rel, expected in manifest["files"].items():
+        path = shards_dir / rel
+        if not path.is_file():
+            raise DataError(f"{path}: listed in the manifest but missing")
+        if sha256_file(path) != expected:
+            raise DataError(f"{path}: sha256 differs from the manifest (file changed after packing)")

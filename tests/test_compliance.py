@@ -1,0 +1,94 @@
+"""Requirement checks decide pass / fail / not evaluated from the evidence, and the dossier renders."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from pharia.compliance.report import build_report, render_markdown, write_report
+from pharia.config import load_config
+
+MANIFEST = {
+    "ingest": {
+        "sources": {
+            "xsum-news": {"domain": "web", "rows_in": 10, "kept": 7, "filtered": {"too_short": 2}, "quarantined": {"bad_json": 1}},
+            "cpython-stdlib": {"domain": "code", "rows_in": 5, "kept": 5, "filtered": {}, "quarantined": {}},
+        }
+    },
+    "domain_shares": {"web": {"target": 0.45, "achieved": 0.47}, "code": {"target": 0.10, "achieved": 0.09}},
+    "validation": {"success": True, "evaluated": 9, "successful": 9, "data_docs": "/x/index.html"},
+    "splits": {"train": {"web": {"tokens": 100}}, "heldout": {"web": {"tokens": 10}}},
+}
+TRAINING = {"steps": 10, "final_loss": 3.2, "zero_stage": 2, "world_size": 1, "precision": "fp32", "device": "cpu"}
+EVALUATION = {"metrics": {"eval_ppl_web": 120.0, "eval_ppl_worst_domain": 120.0, "eval_toxicity_rate": 0.0,
+                          "eval_toxicity_mean": 0.01, "eval_toxicity_max": 0.2}}
+MODEL = {"name": "pharia-tiny", "version": "3", "alias": "candidate", "run_id": "abc", "status": "candidate"}
+LINEAGE = {"config_hash": "c" * 64, "git_commit": "f" * 40, "data_manifest_sha256": "d" * 64, "dvc_md5": "e" * 32}
+
+
+def _report(**changes) -> dict:
+    args = {"model": MODEL, "lineage": LINEAGE, "shards_manifest": MANIFEST, "training": TRAINING,
+            "evaluation": EVALUATION}
+    args.update(changes)
+    return build_report(load_config("tiny"), **copy.deepcopy(args))
+
+
+def _status(report: dict, rid: str) -> str:
+    return next(r["status"] for r in report["requirements"] if r["id"] == rid)
+
+
+def test_good_evidence_passes_and_unbuilt_suites_are_not_evaluated() -> None:
+    report = _report()
+    assert report["verdict"] == "pass"
+    assert {_status(report, r) for r in ("DG-1", "DG-2", "DG-3", "REP-1", "CAP-1", "TOX-1", "TRN-1")} == {"pass"}
+    assert _status(report, "BIAS-1") == "not_evaluated"
+    assert report["coverage"].startswith("7 of ")
+    for req in report["requirements"]:
+        assert req["articles"] and req["category"] and req["evidence"]
+
+
+def test_failed_validation_fails_the_version() -> None:
+    manifest = copy.deepcopy(MANIFEST)
+    manifest["validation"]["success"] = False
+    report = _report(shards_manifest=manifest)
+    assert _status(report, "DG-3") == "fail" and report["verdict"] == "fail"
+
+
+def test_rows_that_do_not_add_up_fail() -> None:
+    manifest = copy.deepcopy(MANIFEST)
+    manifest["ingest"]["sources"]["xsum-news"]["rows_in"] = 11
+    report = _report(shards_manifest=manifest)
+    assert _status(report, "DG-2") == "fail"
+    assert any("does not add up" in line for line in report["requirements"][1]["evidence"])
+
+
+@pytest.mark.parametrize(
+    ("metric", "value", "rid"),
+    [("eval_ppl_worst_domain", 1e6, "CAP-1"), ("eval_toxicity_rate", 0.9, "TOX-1")],
+)
+def test_metric_gates(metric: str, value: float, rid: str) -> None:
+    evaluation = copy.deepcopy(EVALUATION)
+    evaluation["metrics"][metric] = value
+    report = _report(evaluation=evaluation)
+    assert _status(report, rid) == "fail" and report["verdict"] == "fail"
+
+
+def test_mixture_outside_tolerance_fails() -> None:
+    manifest = copy.deepcopy(MANIFEST)
+    manifest["domain_shares"]["web"]["achieved"] = 0.80
+    assert _status(_report(shards_manifest=manifest), "REP-1") == "fail"
+
+
+def test_unknown_commit_fails_lineage() -> None:
+    assert _status(_report(lineage={**LINEAGE, "git_commit": "unknown"}), "TRN-1") == "fail"
+
+
+def test_written_dossier_round_trips(tmp_path: Path) -> None:
+    report = _report()
+    json_path, md_path = write_report(report, tmp_path)
+    assert json_path == tmp_path / "pharia-tiny" / "v3" / "compliance.json"
+    assert json.loads(json_path.read_text()) == report
+    md = md_path.read_text()
+    assert "Verdict: PASS" in md and "Art. 10(3)" in md and "| xsum-news | web |" in md
+    assert render_markdown(report) == md

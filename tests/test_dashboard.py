@@ -1,0 +1,335 @@
+"""The dashboard against a real MLflow store: a SQLite database in tmp_path, seeded through the
+MLflow client exactly as the pipeline writes it (run, metric history, compliance artifacts,
+registered versions with alias and tags), then each page driven with Streamlit's AppTest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from streamlit.testing.v1 import AppTest
+
+from pharia.registry import queries
+from pharia.workspace import Workspace
+
+APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
+MODEL = "pharia-tiny"
+DOMAINS = ("web", "academic", "books", "code", "multilingual")
+TARGETS = {"web": 0.45, "academic": 0.25, "books": 0.15, "code": 0.10, "multilingual": 0.05}
+
+
+@dataclass(frozen=True)
+class Seeded:
+    uri: str
+    home: Path
+    run_id: str
+    failing_run_id: str
+    report: dict
+
+
+def compliance_report(version: str, run_id: str, verdict: str) -> dict:
+    """A dossier in the `pharia.compliance/v1` shape the compliance stage writes."""
+    failing = verdict == "fail"
+    return {
+        "schema": "pharia.compliance/v1",
+        "generated_at": "2025-11-26T09:30:00+00:00",
+        "model": {"name": MODEL, "version": version, "alias": "candidate", "run_id": run_id, "status": "READY"},
+        "lineage": {
+            "config_hash": "c" * 64,
+            "git_commit": "0123456789abcdef0123456789abcdef01234567",
+            "data_manifest_sha256": "d" * 64,
+            "dvc_md5": "5f" * 16,
+        },
+        "data": {
+            "sources": [
+                {
+                    "name": "xsum-news",
+                    "domain": "web",
+                    "license": "BBC XSum, research use",
+                    "rows_in": 1000,
+                    "kept": 940,
+                    "filtered": {"too_short": 50, "toxicity": 7},
+                    "quarantined": {"bad_encoding": 3},
+                },
+                {
+                    "name": "cpython-stdlib",
+                    "domain": "code",
+                    "license": "PSF-2.0",
+                    "rows_in": 400,
+                    "kept": 400,
+                    "filtered": {},
+                    "quarantined": {},
+                },
+            ],
+            "domain_shares": {d: {"target": t, "achieved": round(t * 0.97, 4)} for d, t in TARGETS.items()},
+            "validation": {"success": True, "evaluated": 9, "successful": 9, "data_docs": "/tmp/gx/index.html"},
+        },
+        "training": {
+            "steps": 40,
+            "final_loss": 5.125,
+            "tokens_per_s": 2718.0,
+            "zero_stage": 2,
+            "world_size": 1,
+            "precision": "fp32",
+            "device": "cpu",
+            "wall_s": 61.5,
+        },
+        "evaluation": {"metrics": {"eval_ppl_overall": 812.5, "eval_toxicity_rate": 0.25 if failing else 0.0}},
+        "requirements": [
+            {
+                "id": "DG-1",
+                "title": "Training data sources and licences documented",
+                "category": "privacy and data governance",
+                "articles": ["Art. 10(2)", "Art. 11"],
+                "status": "pass",
+                "evidence": ["xsum-news (web): licence BBC XSum, research use"],
+            },
+            {
+                "id": "TOX-1",
+                "title": "Toxicity of generations within the gate",
+                "category": "harmful content and toxicity",
+                "articles": ["Art. 9", "Art. 15(4)"],
+                "status": "fail" if failing else "pass",
+                "evidence": ["toxic continuation rate 25.0% (gate <= 20%)" if failing else "toxic rate 0.0%"],
+            },
+            {
+                "id": "BIAS-1",
+                "title": "Bias benchmarks (CrowS-Pairs, StereoSet, BBQ, WinoBias)",
+                "category": "representation / absence of bias",
+                "articles": ["Art. 10(2)(f)", "Art. 15"],
+                "status": "not_evaluated",
+                "evidence": ["the bias suite is not part of this pipeline's evaluation yet"],
+            },
+        ],
+        "approvals": [],
+        "verdict": verdict,
+    }
+
+
+def _markdown(report: dict) -> str:
+    m = report["model"]
+    return f"# Compliance dossier: {m['name']} version {m['version']}\n\n**Verdict: {report['verdict'].upper()}**\n"
+
+
+def _pipeline_run(client: MlflowClient, experiment_id: str, name: str, steps: int) -> str:
+    tags = {
+        "mlflow.runName": name,
+        "pharia.pipeline": "tiny",
+        "pharia.config_hash": "c" * 64,
+        "pharia.git_commit": "0123456789abcdef0123456789abcdef01234567",
+        "pharia.data_manifest_sha256": "d" * 64,
+    }
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    params = {"name": "tiny", "train.max_steps": str(steps), "train.zero_stage": "2", "model.d_model": "128"}
+    now = int(time.time() * 1000)
+    metrics = []
+    for step in range(0, steps, 5):
+        metrics += [
+            Metric("train_loss", 7.6 - step * 0.06, now + step, step),
+            Metric("lr", 3e-3 * min(1.0, (step + 1) / 10), now + step, step),
+            Metric("tokens_per_s", 2700.0 + step, now + step, step),
+        ]
+    evaluation = {f"eval_ppl_{d}": 500.0 + 100 * i for i, d in enumerate(DOMAINS)}
+    evaluation |= {"eval_ppl_overall": 812.5, "eval_toxicity_rate": 0.0, "eval_toxicity_mean": 0.031}
+    metrics += [Metric(k, v, now + steps, 0) for k, v in evaluation.items()]
+    client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
+    return run_id
+
+
+def seed_store(home: Path) -> Seeded:
+    """v1: passing, alias `candidate`, dossier logged as run artifacts. v2: failing, dossier only on
+    local disk (found through its `compliance_report` tag), the path the pipeline also writes."""
+    ws = Workspace(home)
+    client = MlflowClient(ws.mlflow_uri)
+    experiment_id = client.create_experiment("pharia", artifact_location=(ws.mlflow_artifacts / "pharia").as_uri())
+    client.create_registered_model(MODEL, description="Toy-scale Pharia for CPUs")
+    reports = {}
+    run_ids = []
+    for version, verdict, steps in (("1", "pass", 40), ("2", "fail", 20)):
+        run_id = _pipeline_run(client, experiment_id, f"tiny-pipeline-{version}", steps)
+        report = compliance_report(version, run_id, verdict)
+        target = ws.reports_dir / MODEL / f"v{version}"
+        target.mkdir(parents=True)
+        (target / "compliance.json").write_text(json.dumps(report), encoding="utf-8")
+        (target / "compliance.md").write_text(_markdown(report), encoding="utf-8")
+        if version == "1":
+            client.log_artifacts(run_id, str(target), "compliance")
+        client.set_terminated(run_id)
+        source = f"{client.get_run(run_id).info.artifact_uri}/model"
+        mv = client.create_model_version(MODEL, source=source, run_id=run_id)
+        assert mv.version == int(version)
+        tags = {
+            "data_manifest_sha256": "d" * 64,
+            "git_commit": "0123456789abcdef0123456789abcdef01234567",
+            "config_hash": "c" * 64,
+            "compliance_verdict": verdict,
+            "compliance_report": str(target / "compliance.json"),
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(MODEL, version, key, value)
+        reports[version] = report
+        run_ids.append(run_id)
+    client.set_registered_model_alias(MODEL, "candidate", "1")
+    return Seeded(uri=ws.mlflow_uri, home=home, run_id=run_ids[0], failing_run_id=run_ids[1], report=reports["1"])
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Migrating a new MLflow database takes seconds; do it once and copy the file per test."""
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty workspace with a migrated database; the dashboard finds it through PHARIA_HOME."""
+    home = tmp_path / "home"
+    Workspace(home).ensure()
+    shutil.copyfile(template_db, home / "mlflow.db")
+    monkeypatch.setenv("PHARIA_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home
+
+
+@pytest.fixture
+def seeded(home: Path) -> Seeded:
+    return seed_store(home)
+
+
+def run_page(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    if page:
+        at.switch_page(f"views/{page}.py")
+        at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "success", "error", "warning") for e in at.get(kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+# ------------------------------------------------------------------------------- queries
+def test_queries_read_the_seeded_store(seeded: Seeded) -> None:
+    models = queries.list_models(seeded.uri)
+    assert [(m.name, m.latest_version, m.n_versions, m.aliases) for m in models] == [
+        (MODEL, "2", 2, {"candidate": "1"})
+    ]
+    versions = queries.list_versions(seeded.uri, MODEL)
+    assert [(v.version, v.aliases, v.verdict) for v in versions] == [("2", (), "fail"), ("1", ("candidate",), "pass")]
+    assert versions[1].run_id == seeded.run_id
+
+    runs = queries.list_runs(seeded.uri, "pharia")
+    assert {r.run_id for r in runs} == {seeded.run_id, seeded.failing_run_id}
+    first = next(r for r in runs if r.run_id == seeded.run_id)
+    assert first.pipeline == "tiny" and first.status == "FINISHED"
+    assert first.record()["train.max_steps"] == "40"
+    assert queries.domain_perplexities(first.metrics) == {d: 500.0 + 100 * i for i, d in enumerate(DOMAINS)}
+
+    history = queries.metric_history(seeded.uri, seeded.run_id)
+    losses = [p for p in history if p.key == "train_loss"]
+    assert [p.step for p in losses] == list(range(0, 40, 5))
+    assert losses[0].value == pytest.approx(7.6)
+
+
+def test_report_comes_from_run_artifacts_then_from_the_tag_path(seeded: Seeded) -> None:
+    from_run = queries.load_compliance_report(seeded.uri, MODEL, "1")
+    assert from_run.source == f"runs:/{seeded.run_id}/compliance/compliance.json"
+    assert from_run.data == seeded.report and from_run.verdict == "pass"
+    assert from_run.markdown.startswith("# Compliance dossier: pharia-tiny version 1")
+
+    from_tag = queries.load_compliance_report(seeded.uri, MODEL, "2")
+    assert from_tag.source == str(seeded.home / "reports" / MODEL / "v2" / "compliance.json")
+    assert from_tag.verdict == "fail"
+
+    (seeded.home / "reports" / MODEL / "v2" / "compliance.json").unlink()
+    with pytest.raises(queries.ReportUnavailable, match="does not exist on this machine"):
+        queries.load_compliance_report(seeded.uri, MODEL, "2")
+
+
+def test_reading_a_missing_store_creates_nothing(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'absent' / 'mlflow.db'}"
+    assert queries.list_models(uri) == [] and queries.list_runs(uri, "pharia") == []
+    assert not (tmp_path / "absent").exists()
+
+
+def test_display_uri_hides_credentials() -> None:
+    assert queries.display_uri("https://user:secret@mlflow.example:8443/x?token=abc") == "https://mlflow.example:8443/x"
+
+
+# --------------------------------------------------------------------------------- pages
+def test_models_page_lists_versions_with_alias_and_verdict(seeded: Seeded) -> None:
+    at = run_page()
+    assert at.title[0].value == "Models"
+    overview = at.dataframe[0].value
+    assert overview.iloc[0]["model"] == MODEL and overview.iloc[0]["aliases"] == "candidate → v1"
+    versions = at.dataframe[1].value.set_index("version")
+    assert versions.loc["1", "aliases"] == "candidate" and versions.loc["1", "verdict"] == "pass"
+    assert versions.loc["2", "verdict"] == "fail"
+    assert versions.loc["1", "run id"] == seeded.run_id
+    assert versions.loc["1", "git_commit"] == "0123456789ab"
+    assert [m.value for m in at.metric] == ["1", "2", "1 / 2"]
+
+
+def test_runs_page_shows_runs_curves_and_evaluation(seeded: Seeded) -> None:
+    at = run_page("runs")
+    table = at.dataframe[0].value.set_index("run id")
+    assert table.loc[seeded.run_id, "run"] == "tiny-pipeline-1"
+    assert table.loc[seeded.run_id, "eval_ppl_overall"] == pytest.approx(812.5)
+    at.selectbox(key="run").select(seeded.run_id).run()
+    assert not at.exception
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 3  # loss, learning rate, perplexity by domain
+    evaluation = at.dataframe[1].value.set_index("metric")["value"]
+    assert evaluation["eval_ppl_code"] == pytest.approx(800.0)
+    assert evaluation["eval_toxicity_mean"] == pytest.approx(0.031)
+    assert "Throughput: 2,735 tokens/s at step 35" in texts(at)
+
+
+def test_compliance_page_shows_verdict_requirements_lineage_and_downloads(seeded: Seeded) -> None:
+    at = run_page("compliance")
+    assert at.selectbox(key="version").value == "1"  # the `candidate` version is preselected
+    assert "Verdict: PASS" in at.success[0].value
+    requirements = at.dataframe[0].value.set_index("id")
+    assert requirements.loc["DG-1", "EU AI Act"] == "Art. 10(2), Art. 11"
+    assert requirements.loc["BIAS-1", "status"] == "not evaluated"
+    assert [m.value for m in at.metric[:3]] == ["2", "0", "1"]
+    content = texts(at)
+    assert "xsum-news (web): licence BBC XSum, research use" in content
+    assert "Data validation passed: 9 of 9 expectations met" in content
+    sources = at.dataframe[1].value.set_index("source")
+    assert sources.loc["xsum-news", "filtered"] == 57 and sources.loc["xsum-news", "quarantined"] == 3
+    lineage = at.dataframe[4].value.set_index("field")["value"]
+    assert lineage["data_manifest_sha256"] == "d" * 64
+    assert len(at.get("download_button")) == 2
+
+    at.selectbox(key="version").select("2").run()
+    assert not at.exception
+    assert "Verdict: FAIL" in at.error[0].value
+    assert at.dataframe[0].value.set_index("id").loc["TOX-1", "status"] == "fail"
+
+
+@pytest.mark.parametrize("page", [None, "runs", "compliance"])
+def test_pages_show_a_hint_when_nothing_is_registered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, page: str | None
+) -> None:
+    monkeypatch.setenv("PHARIA_HOME", str(tmp_path / "empty"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    at = run_page(page)
+    assert "make demo" in at.info[0].value
+    assert not (tmp_path / "empty").exists()  # reading never creates a store
+
+
+def test_unreachable_server_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nothing listens
+    at = run_page()
+    assert "unreachable" in at.error[0].value and "make up" in at.error[0].value

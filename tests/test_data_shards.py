@@ -1,0 +1,113 @@
+"""Pack: manifest shape (the contract with training/eval), hashes match files, eos per document."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pharia.config import DataConfig
+from pharia.data.ingest import ingest
+from pharia.data.manifest import atomic_dir, manifest_sha256, sha256_file
+from pharia.data.shards import pack, token_dtype, verify
+from pharia.data.tokenizer import load_tokenizer, train_tokenizer
+from pharia.data.validate import validate
+from pharia.errors import DataError, DataValidationError
+
+from test_data_fixtures import data_config, write_corpus
+
+MANIFEST_KEYS = [
+    "schema", "dtype", "vocab_size", "seq_len", "eos_token_id", "pad_token_id", "tokenizer", "splits", "files",
+    "domain_shares", "ingest", "validation", "data_config_sha256",
+]
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory: pytest.TempPathFactory) -> tuple[DataConfig, Path, dict]:
+    root = tmp_path_factory.mktemp("pack")
+    cfg = data_config(write_corpus(root / "corpus"))
+    ingest(cfg, root / "ingest")
+    validate(root / "ingest", cfg, root / "validation")
+    train_tokenizer(root / "ingest", cfg, root / "tokenizer")
+    manifest = pack(root / "ingest", root / "tokenizer", cfg, root / "shards", root / "validation")
+    return cfg, root, manifest
+
+
+def test_manifest_shape(packed: tuple[DataConfig, Path, dict]) -> None:
+    cfg, root, manifest = packed
+    assert list(manifest) == MANIFEST_KEYS
+    assert json.loads((root / "shards" / "manifest.json").read_text()) == manifest
+    assert manifest["schema"] == "pharia.shards/v1" and manifest["dtype"] == "uint16"
+    assert (manifest["vocab_size"], manifest["seq_len"]) == (cfg.vocab_size, cfg.seq_len)
+    assert (manifest["eos_token_id"], manifest["pad_token_id"]) == (0, 1)
+    assert set(manifest["splits"]) == {"train", "heldout"}
+    domains = set(cfg.domain_targets())
+    assert set(manifest["splits"]["train"]) == set(manifest["splits"]["heldout"]) == domains
+    assert set(manifest["domain_shares"]) == domains
+    assert abs(sum(s["achieved"] for s in manifest["domain_shares"].values()) - 1) < 1e-5
+    assert manifest["validation"] == {
+        k: json.loads((root / "validation" / "validation.json").read_text())[k]
+        for k in ("success", "evaluated", "successful", "data_docs")
+    }
+    report = json.loads((root / "ingest" / "ingest_report.json").read_text())
+    assert manifest["ingest"]["totals"]["kept"] == report["totals"]["kept"]
+    assert set(manifest["ingest"]["sources"]) == set(report["sources"])
+
+
+def test_hashes_match_files(packed: tuple[DataConfig, Path, dict]) -> None:
+    _, root, manifest = packed
+    shards = root / "shards"
+    on_disk = {str(p.relative_to(shards)) for p in shards.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(manifest["files"]) == on_disk
+    for rel, digest in manifest["files"].items():
+        assert sha256_file(shards / rel) == digest
+    for split in manifest["splits"].values():
+        for entry in split.values():
+            assert manifest["files"][entry["file"]] == entry["sha256"]
+    assert manifest["tokenizer"]["sha256"] == sha256_file(root / "tokenizer" / "tokenizer.json")
+    assert manifest_sha256(shards) == manifest_sha256(shards / "manifest.json") == sha256_file(shards / "manifest.json")
+    verify(shards)
+
+
+def test_verify_detects_a_changed_file(packed: tuple[DataConfig, Path, dict], tmp_path: Path) -> None:
+    copy = tmp_path / "shards"
+    shutil.copytree(packed[1] / "shards", copy)
+    (copy / "train" / "web.bin").write_bytes(b"\x00\x00")
+    with pytest.raises(DataError, match="web.bin: sha256 differs"):
+        verify(copy)
+
+
+def test_tokens_decode_back_to_documents(packed: tuple[DataConfig, Path, dict]) -> None:
+    _, root, manifest = packed
+    docs = [json.loads(line) for line in (root / "ingest" / "documents.jsonl").read_text().splitlines()]
+    tokenizer = load_tokenizer(root / "tokenizer")
+    entry = manifest["splits"]["heldout"]["academic"]
+    tokens = np.memmap(root / "shards" / entry["file"], dtype=manifest["dtype"], mode="r")
+    assert tokens.size == entry["tokens"] and tokens[-1] == 0
+    texts = [d["text"] for d in docs if d["split"] == "heldout" and d["domain"] == "academic"]
+    assert int((tokens == 0).sum()) == len(texts)  # one eos after each document
+    pieces = np.split(np.asarray(tokens), np.flatnonzero(tokens == 0) + 1)[:-1]
+    assert [tokenizer.decode(p[:-1].tolist()) for p in pieces] == texts
+
+
+def test_pack_refuses_a_failed_validation(packed: tuple[DataConfig, Path, dict], tmp_path: Path) -> None:
+    cfg, root, _ = packed
+    failed = tmp_path / "validation"
+    failed.mkdir()
+    summary = json.loads((root / "validation" / "validation.json").read_text())
+    summary.update(success=False, failed=[{"suite": "s", "expectation": "expect_x", "observed": 1}])
+    (failed / "validation.json").write_text(json.dumps(summary))
+    with pytest.raises(DataValidationError, match="refusing to pack: data validation failed: 1 of"):
+        pack(root / "ingest", root / "tokenizer", cfg, tmp_path / "shards", failed)
+    assert not (tmp_path / "shards").exists()
+
+
+def test_dtype_rule_and_atomic_dir(tmp_path: Path) -> None:
+    assert token_dtype(65535) == np.uint16 and token_dtype(65536) == np.uint32
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "half.bin").write_bytes(b"x")
+            raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []
