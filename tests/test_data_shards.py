@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_data_fixtures import data_config, write_corpus
+
 from pharia.config import DataConfig
 from pharia.data.ingest import ingest
 from pharia.data.manifest import atomic_dir, manifest_sha256, sha256_file
@@ -16,11 +18,20 @@ from pharia.data.tokenizer import load_tokenizer, train_tokenizer
 from pharia.data.validate import validate
 from pharia.errors import DataError, DataValidationError
 
-from test_data_fixtures import data_config, write_corpus
-
 MANIFEST_KEYS = [
-    "schema", "dtype", "vocab_size", "seq_len", "eos_token_id", "pad_token_id", "tokenizer", "splits", "files",
-    "domain_shares", "ingest", "validation", "data_config_sha256",
+    "schema",
+    "dtype",
+    "vocab_size",
+    "seq_len",
+    "eos_token_id",
+    "pad_token_id",
+    "tokenizer",
+    "splits",
+    "files",
+    "domain_shares",
+    "ingest",
+    "validation",
+    "data_config_sha256",
 ]
 
 

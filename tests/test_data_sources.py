@@ -7,13 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_data_fixtures import BAD_JSONL_ROWS, write_corpus
+
 from pharia.config import SourceConfig
 from pharia.data.builtins import BUILTINS, chunk_paragraphs
 from pharia.data.records import Quarantined, Record
 from pharia.data.sources import describe_builtins, read_source
 from pharia.errors import DataError
-
-from test_data_fixtures import BAD_JSONL_ROWS, write_corpus
 
 
 def _split(items: list) -> tuple[list[Record], list[Quarantined]]:

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from test_data_fixtures import data_config, write_corpus
+
 from pharia.config import DataConfig
 from pharia.data.ingest import ingest
 from pharia.data.tokenizer import load_tokenizer, train_tokenizer
 from pharia.errors import DataError
-
-from test_data_fixtures import data_config, write_corpus
 
 
 @pytest.fixture(scope="module")

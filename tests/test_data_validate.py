@@ -9,12 +9,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_data_fixtures import data_config, write_corpus
+
 from pharia.config import DataConfig
 from pharia.data.ingest import ingest
 from pharia.data.validate import validate
 from pharia.errors import DataError, DataValidationError
-
-from test_data_fixtures import data_config, write_corpus
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_data_fixtures import data_config, write_corpus
+
 from pharia.config import CONFIGS_DIR, DataConfig
 from pharia.data.dvc_project import STAGES, lock_hashes, materialize, render_dvc_yaml, render_params, repro
 from pharia.errors import DataError, DataValidationError
-
-from test_data_fixtures import data_config, write_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,14 +38,13 @@ def test_root_dvc_config_has_the_local_remote() -> None:
 
 def test_params_make_relative_source_paths_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    cfg = DataConfig.model_validate(
-        {"sources": [{"name": "a", "path": "corpus/*.txt", "domain": "web", "weight": 1}]}
-    )
+    cfg = DataConfig.model_validate({"sources": [{"name": "a", "path": "corpus/*.txt", "domain": "web", "weight": 1}]})
     rendered = yaml.safe_load(render_params(cfg))
     assert rendered["data"]["sources"][0]["path"] == str(tmp_path / "corpus" / "*.txt")
     assert DataConfig.model_validate(rendered["data"]).sources[0].name == "a"
 
 
+@pytest.mark.integration  # 7 `pharia data` processes under `dvc repro`: ~60 s of CPU
 def test_materialize_repro_skip_rerun_and_failure(tmp_path: Path) -> None:
     cfg = data_config(write_corpus(tmp_path / "corpus"))
     project, remote = tmp_path / "project", tmp_path / "remote"

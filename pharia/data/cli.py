@@ -75,12 +75,13 @@ def sources_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "domain", "licence", "installed", "location")
+    table = Table(title="built-in corpora (file locations: --json)")
+    table.add_column("name", no_wrap=True)
+    table.add_column("domain", no_wrap=True)
+    table.add_column("licence")
+    table.add_column("installed", no_wrap=True)
     for row in rows:
-        table.add_row(
-            str(row["name"]), str(row["domain"]), str(row["license"]), "yes" if row["installed"] else "no",
-            str(row["location"]),
-        )
+        table.add_row(str(row["name"]), str(row["domain"]), str(row["license"]), "yes" if row["installed"] else "no")
     Console().print(table)
 
 
@@ -144,7 +145,9 @@ def pack_cmd(
 
     started = time.perf_counter()
     manifest = pack(ingest, tokenizer, _load(config), out, validation)
-    _echo({"out": str(out), "manifest_sha256": manifest_sha256(out), "domain_shares": manifest["domain_shares"]}, started)
+    _echo(
+        {"out": str(out), "manifest_sha256": manifest_sha256(out), "domain_shares": manifest["domain_shares"]}, started
+    )
 
 
 @app.command("prepare")

@@ -26,8 +26,12 @@ def prepare(cfg: DataConfig, out: Path) -> dict[str, Any]:
     manifest = pack(dirs["ingest"], dirs["tokenizer"], cfg, dirs["shards"], dirs["validation"])
     return {
         "dirs": {name: str(path) for name, path in dirs.items()},
-        "documents": {"kept": report["totals"]["kept"], "filtered": report["totals"]["filtered"],
-                      "quarantined": report["totals"]["quarantined"], "splits": report["splits"]},
+        "documents": {
+            "kept": report["totals"]["kept"],
+            "filtered": report["totals"]["filtered"],
+            "quarantined": report["totals"]["quarantined"],
+            "splits": report["splits"],
+        },
         "validation": {k: validation[k] for k in ("success", "evaluated", "successful", "data_docs")},
         "tokenizer_vocab_size": tokenizer["vocab_size"],
         "manifest_sha256": manifest_sha256(dirs["shards"]),

@@ -14,7 +14,13 @@ def progress(description: str, total: int | None = None) -> Iterator[Callable[[i
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     disable = os.environ.get("PHARIA_PROGRESS", "1") == "0"
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), disable=disable) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)

@@ -65,7 +65,8 @@ def _ingest_summary(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("rows_in", "kept", "filtered", "quarantined", "chars")
     return {
         "sources": {
-            name: {"domain": entry["domain"], **{k: entry[k] for k in keys}} for name, entry in report["sources"].items()
+            name: {"domain": entry["domain"], **{k: entry[k] for k in keys}}
+            for name, entry in report["sources"].items()
         },
         "totals": {k: report["totals"][k] for k in keys},
         "splits": report.get("splits", {}),
@@ -107,8 +108,6 @@ def _encode_all(ingest_dir: Path, tokenizer: Any, writer: _ShardWriter, eos_id: 
         batch.clear()
 
     for row in iter_documents(ingest_dir):
-        if row["split"] not in SPLITS:
-            raise DataError(f"{ingest_dir}/documents.jsonl: document {row.get('doc_id')} has split {row['split']!r}")
         batch.append(row)
         if len(batch) >= ENCODE_BATCH:
             flush()
@@ -130,7 +129,8 @@ def pack(
         raise DataError(f"{tokenizer_dir}: expected {EOS_TOKEN} id 0 and {PAD_TOKEN} id 1, got {eos_id} and {pad_id}")
     if tokenizer.get_vocab_size() > cfg.vocab_size:
         raise DataError(
-            f"{tokenizer_dir}: tokenizer has {tokenizer.get_vocab_size()} tokens, more than data.vocab_size {cfg.vocab_size}"
+            f"{tokenizer_dir}: tokenizer has {tokenizer.get_vocab_size()} tokens, "
+            f"more than data.vocab_size {cfg.vocab_size}"
         )
     dtype = token_dtype(cfg.vocab_size)
     with atomic_dir(out_dir) as tmp:

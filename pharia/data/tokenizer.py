@@ -18,8 +18,8 @@ from pharia.config import DataConfig
 from pharia.data.manifest import atomic_dir, atomic_write_json, sha256_file
 from pharia.errors import DataError
 
-EOS_TOKEN = "<|endoftext|>"
-PAD_TOKEN = "<|pad|>"
+EOS_TOKEN = "<|endoftext|>"  # noqa: S105 - a token string, not a password
+PAD_TOKEN = "<|pad|>"  # noqa: S105
 SPECIAL_TOKENS = (EOS_TOKEN, PAD_TOKEN)
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_FIELDS = ("vocab_size",)  # the DataConfig fields this stage reads (its DVC params)
@@ -34,10 +34,12 @@ def iter_documents(ingest_dir: Path, split: str | None = None) -> Iterator[dict[
         for number, line in enumerate(fh, start=1):
             try:
                 row = json.loads(line)
-                text, row_split = row["text"], row["split"]
+                valid = isinstance(row["text"], str) and row["split"] in ("train", "heldout")
             except (ValueError, KeyError, TypeError):
-                raise DataError(f"{path}:{number}: expected a JSON object with 'text' and 'split'") from None
-            if split is None or row_split == split:
+                valid = False
+            if not valid:
+                raise DataError(f"{path}:{number}: expected a JSON object with a string 'text' and a 'split'")
+            if split is None or row["split"] == split:
                 yield row
 
 

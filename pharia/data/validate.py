@@ -119,9 +119,7 @@ def _observed(suite: str, result: dict[str, Any]) -> Any:
 
 def _expectation_name(config: Any) -> str:
     kwargs = config.kwargs
-    column = kwargs.get("column") or (
-        f"{kwargs['column_A']},{kwargs['column_B']}" if "column_A" in kwargs else None
-    )
+    column = kwargs.get("column") or (f"{kwargs['column_A']},{kwargs['column_B']}" if "column_A" in kwargs else None)
     return f"{config.type}({column})" if column else config.type
 
 
@@ -166,12 +164,17 @@ def validate(ingest_dir: Path, cfg: DataConfig, out_dir: Path) -> dict[str, Any]
     return the summary; raise DataValidationError after publishing when an expectation failed."""
     ingest_dir, out_dir = Path(ingest_dir), Path(out_dir).absolute()
     stats, sources = _load_inputs(ingest_dir)
-    frames = {"document_stats": stats, "domain_shares": share_table(stats, cfg), "row_accounting": accounting_table(sources)}
+    frames = {
+        "document_stats": stats,
+        "domain_shares": share_table(stats, cfg),
+        "row_accounting": accounting_table(sources),
+    }
     with atomic_dir(out_dir) as tmp:
         outcomes = _jsonable(_run_gx(tmp, cfg, frames))
+        results = tmp / DOCS_SITE / "validations"  # validations/<suite>/<run>/<time>/<batch>.html
         pages = {
-            str(page.relative_to(tmp / DOCS_SITE / "validations")).split("/", 1)[0]: str(out_dir / page.relative_to(tmp))
-            for page in sorted((tmp / DOCS_SITE / "validations").rglob("*.html"))
+            page.relative_to(results).parts[0]: str(out_dir / page.relative_to(tmp))
+            for page in sorted(results.rglob("*.html"))
         }
         failed = [o for o in outcomes if not o["success"]]
         summary = {

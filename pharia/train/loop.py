@@ -285,6 +285,9 @@ def train(
             "config_hash": cfg.config_hash(),
         }
         atomic_write_json(out_dir / SUMMARY_FILE, summary)
-    torch.distributed.barrier()
+    if device.type == "cuda":
+        torch.distributed.barrier(device_ids=[device.index])
+    else:
+        torch.distributed.barrier()
     torch.distributed.destroy_process_group()
     return summary
