@@ -70,7 +70,7 @@ class DataConfig(Strict):
     max_doc_chars: int = Field(default=20_000, gt=0, description="longer documents are truncated")
     min_doc_chars: int = Field(default=20, ge=1, description="shorter documents are filtered")
     heldout_fraction: float = Field(default=0.05, gt=0, lt=0.5)
-    toxicity_threshold: float = Field(default=0.8, gt=0, le=1, description="documents above are filtered")
+    toxicity_threshold: float = Field(default=0.5, gt=0, le=1, description="documents above are filtered")
     vocab_size: int = Field(default=4096, ge=300)
     seq_len: int = Field(default=128, ge=8)
     seed: int = 0
@@ -82,6 +82,13 @@ class DataConfig(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"source names must be unique, repeated: {', '.join(dupes)}")
+        if self.toxicity_threshold > self.validation.max_toxicity:
+            raise ValueError(
+                f"toxicity_threshold ({self.toxicity_threshold}) lets documents through that "
+                f"validation.max_toxicity ({self.validation.max_toxicity}) then fails: keep it <= that"
+            )
+        if self.min_doc_chars > self.max_doc_chars:
+            raise ValueError(f"min_doc_chars ({self.min_doc_chars}) must be <= max_doc_chars ({self.max_doc_chars})")
         return self
 
     def domain_targets(self) -> dict[str, float]:

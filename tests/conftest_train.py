@@ -109,7 +109,7 @@ def write_config(path: Path, raw: dict) -> Path:
 
 
 @pytest.fixture
-def shards_dir(tmp_path: Path) -> Path:
+def synthetic_shards(tmp_path: Path) -> Path:
     return write_shards(tmp_path / "shards")
 
 
@@ -124,7 +124,7 @@ def train_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
 
 
 @pytest.fixture(scope="session")
-def _mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _train_mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Migrating a new MLflow SQLite store takes seconds; copying a migrated one takes milliseconds."""
     from mlflow.tracking import MlflowClient
 
@@ -134,7 +134,7 @@ def _mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def mlflow_uri(tmp_path: Path, _mlflow_template: Path) -> str:
+def train_mlflow_uri(tmp_path: Path, _train_mlflow_template: Path) -> str:
     path = tmp_path / "mlflow.db"
-    shutil.copy(_mlflow_template, path)
+    shutil.copy(_train_mlflow_template, path)
     return f"sqlite:///{path}"

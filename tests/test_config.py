@@ -114,3 +114,11 @@ def test_workspace_follows_pharia_home(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert ws.mlflow_uri == f"sqlite:///{tmp_path}/ws/mlflow.db"
     monkeypatch.delenv("PHARIA_HOME")
     assert Workspace.from_env().home == (Path.cwd() / ".pharia").resolve()
+
+
+def test_filter_threshold_cannot_exceed_what_validation_accepts() -> None:
+    raw = _raw()
+    raw["data"]["toxicity_threshold"] = 0.9
+    raw["data"]["validation"]["max_toxicity"] = 0.5
+    with pytest.raises(ConfigError, match=r"toxicity_threshold \(0.9\).*validation.max_toxicity \(0.5\)"):
+        validate_config(raw)

@@ -132,7 +132,6 @@ def test_compliance_tabs_render(browser, dashboard_url: str, shots: Path) -> Non
     page.close()
 
 
-
 def test_failing_version_shows_a_red_verdict(browser, dashboard_url: str, shots: Path) -> None:
     page = _open(browser, f"{dashboard_url}/compliance", '[data-testid="stAlert"]')
     page.get_by_test_id("stSelectbox").nth(1).click()

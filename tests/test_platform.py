@@ -285,6 +285,18 @@ def test_up_refuses_a_port_in_use_and_names_its_owner(tmp_path: Path) -> None:
     assert list((tmp_path / "home" / "services").glob("*.pid")) == []  # nothing was started
 
 
+@pytest.mark.e2e
+def test_up_fails_clearly_and_undoes_a_partial_start(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "mlflow.db").mkdir(parents=True)  # a directory where the database file belongs: MLflow exits
+    up = _platform(_env(home, _free_ports(3)), "up", "--timeout", "120", timeout=300)
+    assert up.returncode == 1
+    assert "MLflow server exited with code" in up.stderr and str(home / "services" / "mlflow-server.log") in up.stderr
+    assert "stopped prefect-server" in up.stdout and "stopped dashboard" in up.stdout
+    assert _processes_of(home) == []
+    assert list((home / "services").glob("*.pid")) == []
+
+
 def test_down_leaves_an_unrelated_process_alone(tmp_path: Path) -> None:
     """A PID file outliving its process (reboot, crash) may name a process someone else started."""
     home = tmp_path / "home"
@@ -302,7 +314,7 @@ def test_down_leaves_an_unrelated_process_alone(tmp_path: Path) -> None:
         assert down.returncode == 0, down.stderr
         assert "left it alone" in down.stdout and "without its record" in down.stdout
         assert bystander.poll() is None and procs.is_running(bystander.pid)
-        assert list(services_dir.iterdir()) == []
+        assert [p.name for p in services_dir.iterdir() if not p.name.startswith(".")] == []
     finally:
         os.killpg(bystander.pid, signal.SIGKILL)
         bystander.wait()

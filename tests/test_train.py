@@ -21,7 +21,7 @@ from pharia.train.data import ShardSet, TrainBatchSampler, iter_heldout_batches
 from pharia.train.deepspeed_config import SCHEDULE_FIRST_ITERATION, build_deepspeed_config, warmup_schedule
 from pharia.train.launch import child_environment, failure_line, run_training
 
-# fixtures shards_dir, train_env, mlflow_uri (tests/conftest.py belongs to another part of the suite)
+# fixtures synthetic_shards, train_env, train_mlflow_uri (tests/conftest.py belongs to another part of the suite)
 pytest_plugins = ["conftest_train"]
 
 
@@ -71,8 +71,8 @@ def test_schedule_runs_warmup_then_cosine_to_the_floor_in_deepspeed() -> None:
 
 
 # ------------------------------------------------------------------------------------ shards
-def test_shard_set_reads_the_manifest(shards_dir: Path) -> None:
-    shards = ShardSet.open(shards_dir, vocab_size=512)
+def test_shard_set_reads_the_manifest(synthetic_shards: Path) -> None:
+    shards = ShardSet.open(synthetic_shards, vocab_size=512)
     assert shards.domains("train") == ["code", "web"] and shards.domains("heldout") == ["code", "web"]
     assert shards.tokens("train") == 9000 and (shards.eos_token_id, shards.pad_token_id) == (EOS, PAD)
     assert shards.dtype == np.uint16
@@ -89,17 +89,19 @@ def test_shard_set_reads_the_manifest(shards_dir: Path) -> None:
         ("missing_field", r"missing field\(s\) dtype"),
     ],
 )
-def test_shard_set_rejects_broken_shards_with_a_clear_message(shards_dir: Path, breakage: str, message: str) -> None:
-    manifest_path = shards_dir / "manifest.json"
+def test_shard_set_rejects_broken_shards_with_a_clear_message(
+    synthetic_shards: Path, breakage: str, message: str
+) -> None:
+    manifest_path = synthetic_shards / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     vocab = 512
     if breakage == "vocab":
         vocab = 1024
     elif breakage == "missing_file":
-        (shards_dir / "train" / "web.bin").unlink()
+        (synthetic_shards / "train" / "web.bin").unlink()
     elif breakage == "truncated":
-        data = (shards_dir / "train" / "code.bin").read_bytes()
-        (shards_dir / "train" / "code.bin").write_bytes(data[:-2])
+        data = (synthetic_shards / "train" / "code.bin").read_bytes()
+        (synthetic_shards / "train" / "code.bin").write_bytes(data[:-2])
     elif breakage == "schema":
         manifest["schema"] = "pharia.shards/v0"
     elif breakage == "no_manifest":
@@ -109,11 +111,11 @@ def test_shard_set_rejects_broken_shards_with_a_clear_message(shards_dir: Path, 
     if manifest_path.exists():
         manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(TrainingError, match=message):
-        ShardSet.open(shards_dir, vocab_size=vocab)
+        ShardSet.open(synthetic_shards, vocab_size=vocab)
 
 
-def test_train_batches_are_seeded_shifted_windows_of_the_files(shards_dir: Path) -> None:
-    shards = ShardSet.open(shards_dir)
+def test_train_batches_are_seeded_shifted_windows_of_the_files(synthetic_shards: Path) -> None:
+    shards = ShardSet.open(synthetic_shards)
     files = [np.fromfile(f.path, dtype=np.uint16).astype(np.int64) for f in shards.files["train"].values()]
 
     def batches(seed: int, rank: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -183,7 +185,7 @@ def test_child_environment_defaults(tmp_path: Path) -> None:
     assert int(env["OMP_NUM_THREADS"]) >= 1
     kept = child_environment("cpu", 1, {"TORCH_EXTENSIONS_DIR": "/cache"}, base=base)
     assert kept["TORCH_EXTENSIONS_DIR"] == "/cache"
-    assert "DS_ACCELERATOR" not in child_environment("cuda", 1, None, base={})
+    assert child_environment("cuda", 1, None, base={"DS_ACCELERATOR": "cpu"})["DS_ACCELERATOR"] == "cuda"
 
 
 def test_single_process_env_is_what_deepspeed_needs() -> None:
@@ -192,14 +194,14 @@ def test_single_process_env_is_what_deepspeed_needs() -> None:
     assert env["MASTER_ADDR"] == "127.0.0.1" and 1024 <= int(env["MASTER_PORT"]) < 65536
 
 
-def test_train_outside_a_distributed_environment_explains_itself(shards_dir: Path, monkeypatch) -> None:
+def test_train_outside_a_distributed_environment_explains_itself(synthetic_shards: Path, monkeypatch) -> None:
     from pharia.train.loop import train
 
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(var, raising=False)
     cfg = validate_config(tiny_pipeline_config())
     with pytest.raises(TrainingError, match="distributed environment incomplete"):
-        train(cfg, shards_dir, shards_dir.parent / "out", None, None)
+        train(cfg, synthetic_shards, synthetic_shards.parent / "out", None, None)
 
 
 def test_pharia_train_is_a_direct_command() -> None:
@@ -220,27 +222,33 @@ def _metric_steps(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
 
 
-def _mean_heldout_loss(model: torch.nn.Module, shards_dir: Path) -> float:
-    shards = ShardSet.open(shards_dir)
+def _mean_heldout_loss(model: torch.nn.Module, synthetic_shards: Path) -> float:
+    shards = ShardSet.open(synthetic_shards)
     losses = [model(x, targets=y).loss.item() for x, y in iter_heldout_batches(shards, "web", seq_len=32, batch_size=8)]
     return sum(losses) / len(losses)
 
 
 @pytest.mark.integration
 def test_run_training_zero2_logs_to_mlflow_and_saves_a_loadable_model(
-    tmp_path: Path, shards_dir: Path, train_env: dict, mlflow_uri: str
+    tmp_path: Path, synthetic_shards: Path, train_env: dict, train_mlflow_uri: str
 ) -> None:
     from mlflow.tracking import MlflowClient
 
     from pharia.model import PhariaLM
     from pharia.model.io import load_pretrained
 
-    client = MlflowClient(mlflow_uri)
+    client = MlflowClient(train_mlflow_uri)
     run_id = client.create_run(client.create_experiment("train-test")).info.run_id
     config = write_config(tmp_path / "tiny.yaml", tiny_pipeline_config(max_steps=30, log_every=5))
     lines: list[str] = []
     summary = run_training(
-        config, shards_dir, tmp_path / "out", tracking_uri=mlflow_uri, run_id=run_id, env=train_env, echo=lines.append
+        config,
+        synthetic_shards,
+        tmp_path / "out",
+        tracking_uri=train_mlflow_uri,
+        run_id=run_id,
+        env=train_env,
+        echo=lines.append,
     )
 
     assert summary["steps"] == 30 and summary["world_size"] == 1 and summary["zero_stage"] == 2
@@ -254,23 +262,25 @@ def test_run_training_zero2_logs_to_mlflow_and_saves_a_loadable_model(
     assert any(line.startswith("step 30/30") for line in lines)  # progress lines reach the caller
 
     for key in ("train_loss", "lr", "tokens_per_s", "grad_norm"):
-        history = _metric_steps(mlflow_uri, run_id, key)
+        history = _metric_steps(train_mlflow_uri, run_id, key)
         assert [step for step, _ in history] == [5, 10, 15, 20, 25, 30], key
-    losses = [value for _, value in _metric_steps(mlflow_uri, run_id, "train_loss")]
+    losses = [value for _, value in _metric_steps(train_mlflow_uri, run_id, "train_loss")]
     assert losses[-1] == pytest.approx(summary["final_loss"]) and losses[-1] < losses[0]
-    assert _metric_steps(mlflow_uri, run_id, "aux_loss") == []  # dense model: no MoE metric
+    assert _metric_steps(train_mlflow_uri, run_id, "aux_loss") == []  # dense model: no MoE metric
+    lrs = [value for _, value in _metric_steps(train_mlflow_uri, run_id, "lr")]
+    assert max(lrs) <= 1e-2 and lrs[-1] == pytest.approx(1e-2 * 0.1)  # cosine ends at lr · min_lr_ratio
 
     model, cfg = load_pretrained(Path(summary["model_dir"]))
     assert cfg == validate_config(tiny_pipeline_config()).model
     torch.manual_seed(0)
     untrained = PhariaLM(cfg).eval()
     with torch.no_grad():
-        assert _mean_heldout_loss(model, shards_dir) < _mean_heldout_loss(untrained, shards_dir) - 1.0
+        assert _mean_heldout_loss(model, synthetic_shards) < _mean_heldout_loss(untrained, synthetic_shards) - 1.0
 
 
 @pytest.mark.integration
 def test_run_training_two_ranks_zero3_bf16_moe_shared(
-    tmp_path: Path, shards_dir: Path, train_env: dict, mlflow_uri: str
+    tmp_path: Path, synthetic_shards: Path, train_env: dict, train_mlflow_uri: str
 ) -> None:
     """torchrun with 2 gloo ranks, ZeRO-3 partitions, bf16, MoE + sparse attention + cross-layer
     sharing + activation checkpointing: the saved model is the gathered fp32 master weights."""
@@ -283,31 +293,35 @@ def test_run_training_two_ranks_zero3_bf16_moe_shared(
     )
     raw["model"].update(n_layers=4, share_group=2, n_experts=4, top_k=2, attention="sparse", sparse_window=8)
     config = write_config(tmp_path / "moe.yaml", raw)
-    client = MlflowClient(mlflow_uri)
+    client = MlflowClient(train_mlflow_uri)
     run_id = client.create_run(client.create_experiment("moe")).info.run_id
     summary = run_training(
-        config, shards_dir, tmp_path / "out", tracking_uri=mlflow_uri, run_id=run_id, ranks=2, env=train_env
+        config, synthetic_shards, tmp_path / "out", tracking_uri=train_mlflow_uri, run_id=run_id, ranks=2, env=train_env
     )
 
     assert summary["world_size"] == 2 and summary["zero_stage"] == 3 and summary["precision"] == "bf16"
     assert summary["tokens_seen"] == 6 * 8 * 2 * 2 * 32
     assert summary["params_unique"] < summary["params_total"]
     assert summary["final_loss"] < summary["first_loss"]
-    aux = _metric_steps(mlflow_uri, run_id, "aux_loss")
+    aux = _metric_steps(train_mlflow_uri, run_id, "aux_loss")
     assert [step for step, _ in aux] == [3, 6] and all(value >= 0.99 for _, value in aux)
 
     model, cfg = load_pretrained(Path(summary["model_dir"]))
     assert cfg.n_experts == 4 and cfg.share_group == 2
     assert all(p.dtype == torch.float32 for p in model.parameters())  # fp32 masters, not bf16 copies
     with torch.no_grad():
-        assert math.isfinite(_mean_heldout_loss(model, shards_dir))
+        assert math.isfinite(_mean_heldout_loss(model, synthetic_shards))
 
 
 @pytest.mark.integration
-def test_run_training_failure_carries_the_childs_message(tmp_path: Path, shards_dir: Path, train_env: dict) -> None:
+def test_run_training_failure_carries_the_childs_message(
+    tmp_path: Path, synthetic_shards: Path, train_env: dict
+) -> None:
     raw = tiny_pipeline_config()
     raw["data"]["vocab_size"] = raw["model"]["vocab_size"] = 1024  # the shards were built with 512
     config = write_config(tmp_path / "bad.yaml", raw)
     with pytest.raises(TrainingError, match=r"exit code 2\): vocab_size mismatch.*model.vocab_size=1024"):
-        run_training(config, shards_dir, tmp_path / "out", tracking_uri=None, run_id=None, env=train_env, echo=print)
+        run_training(
+            config, synthetic_shards, tmp_path / "out", tracking_uri=None, run_id=None, env=train_env, echo=print
+        )
     assert not (tmp_path / "out" / "train_summary.json").exists()

@@ -19,9 +19,12 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parents[1]))
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import fcntl  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
 
 from infra.local import procs, services  # noqa: E402
@@ -38,8 +41,11 @@ class PlatformError(RuntimeError):
     """`up` cannot continue; the message names the service and its log file."""
 
 
-def _platform() -> Platform:
-    return Platform(environment.configure(Workspace.from_env()), Ports.from_env())
+def _platform(configure: bool = False) -> Platform:
+    """`up` sets the process environment its children inherit; `down`/`status` only read paths (and
+    must not create a workspace where there is none)."""
+    workspace = environment.configure(Workspace.from_env()) if configure else Workspace.from_env()
+    return Platform(workspace, Ports.from_env())
 
 
 def _records(directory: Path) -> list[procs.ProcessRecord]:
@@ -136,7 +142,7 @@ def _run_step(title: str, argv: list[str], env: dict[str, str], log: Path, timeo
 
 
 def up(args: argparse.Namespace) -> int:
-    p = _platform()
+    p = _platform(configure=True)
     p.workspace.ensure()
     p.services_dir.mkdir(parents=True, exist_ok=True)
     running = [r for r in _records(p.services_dir) if procs.is_ours(r)]
@@ -194,16 +200,19 @@ def up(args: argparse.Namespace) -> int:
             deployment_id = _run_step(
                 "deployment", services.deploy_argv(), services.prefect_env(p), p.log("prefect-setup"), args.timeout
             )
-            print(f"deployment {services.FLOW_NAME}/{services.DEPLOYMENT} ready (id {deployment_id.splitlines()[-1]})")
+            shown = deployment_id.splitlines()[-1] if deployment_id else "?"
+            print(f"deployment {services.FLOW_NAME}/{services.DEPLOYMENT} ready (id {shown})")
         for future in pending.values():
             future.result()
-    except (PlatformError, KeyboardInterrupt) as exc:
+    except BaseException as exc:  # whatever went wrong, leave nothing half-started behind
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
         print(f"error: {reason}", file=sys.stderr)
         if started:
             print("stopping what was started ...", file=sys.stderr)
             _stop_all(p, DEFAULT_DOWN_TIMEOUT_S, quiet=False)
-        return 1
+        if isinstance(exc, PlatformError | KeyboardInterrupt):
+            return 1
+        raise
     finally:
         waits.shutdown(wait=False, cancel_futures=True)  # health threads end once their process is gone
 
@@ -314,9 +323,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _exclusive(services_dir: Path, create: bool) -> Iterator[bool]:
+    """One `up`/`down` at a time per workspace: two concurrent `up`s would both find the ports free.
+    `down` in a workspace without services creates nothing."""
+    if not create and not services_dir.is_dir():
+        yield True
+        return
+    services_dir.mkdir(parents=True, exist_ok=True)
+    with (services_dir / ".platform.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return args.run(args)
+    if args.run is status:
+        return status(args)
+    with _exclusive(Workspace.from_env().services_dir, create=args.run is up) as acquired:
+        if not acquired:
+            print(
+                "another `up` or `down` is running for this workspace; try again when it has finished", file=sys.stderr
+            )
+            return 1
+        return args.run(args)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def _suites(cfg: DataConfig) -> dict[str, list[Any]]:
 INDEX_COLUMN = {"document_stats": "doc_id", "domain_shares": "domain", "row_accounting": "source"}
 
 
-def _observed(suite: str, result: dict[str, Any]) -> Any:
+def _observed(result: dict[str, Any]) -> Any:
     """The evidence of a failed expectation, short enough for a JSON report and a one-line error."""
     if "observed_value" in result:
         return result["observed_value"]
@@ -148,7 +148,7 @@ def _run_gx(root: Path, cfg: DataConfig, frames: dict[str, Any]) -> list[dict[st
                     "suite": name,
                     "expectation": _expectation_name(item.expectation_config),
                     "success": bool(item.success),
-                    "observed": _observed(name, item.result),
+                    "observed": _observed(item.result),
                 }
             )
     context.build_data_docs()

@@ -80,8 +80,9 @@ def train_command(
 
     cfg = load_config(config)
     n_ranks = ranks or cfg.train.ranks
-    if cfg.train.device == "cpu":
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    # The config decides the accelerator: `pharia`'s entry point presets DS_ACCELERATOR=cpu for every
+    # command, which a CUDA config must override before DeepSpeed is imported (it reads it once).
+    os.environ["DS_ACCELERATOR"] = cfg.train.device
     if "RANK" not in os.environ and n_ranks > 1:
         args = ["--config", config, "--shards", str(shards), "--out", str(out), "--ranks", str(n_ranks)]
         if tracking_uri:
@@ -110,7 +111,7 @@ def train_command(
 
 def main() -> None:
     """Entry point of `python -m pharia.train` (what torchrun and the launcher start)."""
-    environment.configure(device="auto")  # DS_ACCELERATOR follows the config's device, set above
+    environment.configure(device="auto")  # DS_ACCELERATOR is set from the config by the command
     try:
         app(prog_name="pharia train")
     except PhariaError as exc:

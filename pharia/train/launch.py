@@ -55,8 +55,8 @@ def child_environment(
     """The child's environment: the caller's, then `env`, then pharia's defaults where unset.
 
     The DeepSpeed op cache defaults to the workspace (one compile per installation, not per run);
-    OMP threads split the cores between ranks; a distributed environment of the caller never leaks
-    into the child, which sets up its own.
+    OMP threads split the cores between ranks; DeepSpeed's accelerator follows the config's device;
+    a distributed environment of the caller never leaks into the child, which sets up its own.
     """
     child = dict(os.environ if base is None else base)
     child.update(env or {})
@@ -65,8 +65,7 @@ def child_environment(
     child.setdefault("PHARIA_HOME", str(workspace.home))
     child.setdefault("TORCH_EXTENSIONS_DIR", str(workspace.torch_extensions))
     child.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // ranks)))
-    if device == "cpu":
-        child["DS_ACCELERATOR"] = "cpu"
+    child["DS_ACCELERATOR"] = device  # "cpu" or "cuda": the config decides, not a stale shell variable
     child["PYTHONUNBUFFERED"] = "1"
     for var in DIST_VARS:
         child.pop(var, None)

@@ -118,9 +118,12 @@ def init_distributed(device: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def gather_fp32_state(engine: Any) -> dict[str, torch.Tensor]:
-    """Full fp32 weights of every unique parameter, on CPU. Collective: every rank must call it;
-    only rank 0's result is meant to be used (all ranks receive the gathered tensors)."""
+def gather_fp32_state(engine: Any, keep: bool) -> dict[str, torch.Tensor]:
+    """Full fp32 weights of every unique parameter, on CPU, kept only where `keep` (rank 0).
+
+    Collective: every rank must call it, in the same order. Parameters are gathered one at a time,
+    so a rank never holds more than one full tensor it does not keep.
+    """
     from deepspeed.utils import safe_get_full_fp32_param
 
     state: dict[str, torch.Tensor] = {}
@@ -128,7 +131,8 @@ def gather_fp32_state(engine: Any) -> dict[str, torch.Tensor]:
         full = safe_get_full_fp32_param(param)  # ZeRO 1-3 / bf16 optimizer: the master weights
         if full is None:  # no ZeRO optimizer: the module holds the weights itself
             full = param.detach()
-        state[name] = full.detach().float().cpu().contiguous().clone()
+        if keep:
+            state[name] = full.detach().float().cpu().contiguous().clone()
     return state
 
 
@@ -159,10 +163,78 @@ def _grad_norm(engine: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+@dataclass
+class StepsResult:
+    history: list[list[float]]  # [step, mean loss of the log window ending there]
+    first_loss: float
+    train_s: float
+
+
+def run_steps(
+    engine: Any,
+    sampler: TrainBatchSampler,
+    cfg: PipelineConfig,
+    device: torch.device,
+    world_size: int,
+    metrics: Any | None,
+    is_main: bool,
+) -> StepsResult:
+    """The optimizer steps: forward/backward per micro-batch, rank-mean loss per step, logging per window."""
+    tcfg = cfg.train
+    moe = cfg.model.n_experts > 1
+    tokens_per_step = tcfg.micro_batch_size * tcfg.grad_accum_steps * world_size * cfg.data.seq_len
+    history: list[list[float]] = []
+    first_loss: float | None = None
+    window = _Window()
+    started = time.perf_counter()
+    engine.train()
+    with ProgressReporter(tcfg.max_steps, enabled=is_main, description=f"pretrain {cfg.name}") as progress:
+        for step in range(1, tcfg.max_steps + 1):
+            lr = float(engine.get_lr()[0])
+            # summed on the device and read once per step: one host sync, NCCL-compatible
+            totals = torch.zeros(2, dtype=torch.float32, device=device)
+            for _ in range(tcfg.grad_accum_steps):
+                inputs, targets = sampler.next_batch()
+                out = engine(inputs.to(device), targets.to(device))
+                loss = out.loss
+                totals[0] += out.loss.detach().float()
+                if out.aux_loss is not None:
+                    loss = loss + tcfg.aux_loss_coef * out.aux_loss
+                    totals[1] += out.aux_loss.detach().float()
+                engine.backward(loss)
+                engine.step()  # DeepSpeed steps the optimizer only at the accumulation boundary
+            torch.distributed.all_reduce(totals)
+            step_loss, step_aux = (totals / (tcfg.grad_accum_steps * world_size)).tolist()
+            if not math.isfinite(step_loss):
+                raise TrainingError(f"training diverged: loss is {step_loss} at step {step} (lower train.lr?)")
+            first_loss = step_loss if first_loss is None else first_loss
+            window.add(step_loss, step_aux, _grad_norm(engine))
+            progress.advance()
+            if step % tcfg.log_every == 0 or step == tcfg.max_steps:
+                elapsed = max(time.perf_counter() - window.started, 1e-9)
+                values = {
+                    "train_loss": window.loss / window.steps,
+                    "lr": lr,
+                    "tokens_per_s": window.steps * tokens_per_step / elapsed,
+                }
+                if window.grad_norms:
+                    values["grad_norm"] = window.grad_norm / window.grad_norms
+                if moe:
+                    values["aux_loss"] = window.aux / window.steps
+                history.append([step, values["train_loss"]])
+                if metrics is not None:
+                    metrics.log(step, **values)
+                progress.report(step, "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+                window.reset()
+    assert first_loss is not None  # max_steps >= 1
+    return StepsResult(history=history, first_loss=first_loss, train_s=time.perf_counter() - started)
+
+
 def train(
     cfg: PipelineConfig, shards_dir: Path, out_dir: Path, tracking_uri: str | None, run_id: str | None
 ) -> dict[str, Any]:
-    """Train `cfg.train.max_steps` optimizer steps of the pre-training stage; return the summary.
+    """Train `cfg.train.max_steps` optimizer steps of the pre-training stage; return the summary
+    (rank 0; other ranks return {}).
 
     Rank 0 writes `out_dir/model/` (safetensors + config.json) and `out_dir/train_summary.json`, and
     logs train_loss, lr, tokens_per_s, grad_norm (and aux_loss for MoE) every `log_every` steps to
@@ -172,11 +244,9 @@ def train(
     env = DistEnv.from_environ()
     tcfg = cfg.train
     is_main = env.rank == 0
-    out_dir = Path(out_dir)
-    seq_len = cfg.data.seq_len
-    shards = ShardSet.open(shards_dir, vocab_size=cfg.model.vocab_size)
+    shards = ShardSet.open(shards_dir, vocab_size=cfg.model.vocab_size)  # fail before DeepSpeed starts
     sampler = TrainBatchSampler(
-        shards, seq_len=seq_len, batch_size=tcfg.micro_batch_size, seed=tcfg.seed, rank=env.rank
+        shards, seq_len=cfg.data.seq_len, batch_size=tcfg.micro_batch_size, seed=tcfg.seed, rank=env.rank
     )
 
     import deepspeed
@@ -186,12 +256,12 @@ def train(
     init_started = time.perf_counter()
     device = init_distributed(tcfg.device, env.local_rank)
     world_size = torch.distributed.get_world_size()
-
     model = PhariaLM(cfg.model).set_activation_checkpointing(tcfg.activation_checkpointing)
-    counts = model.num_parameters()
-    ds_config = build_deepspeed_config(tcfg, world_size)
+    counts = model.num_parameters()  # before ZeRO-3 partitions the parameters away
     engine, _, _, scheduler = deepspeed.initialize(
-        model=model, model_parameters=optimizer_groups(model, tcfg.weight_decay), config=ds_config
+        model=model,
+        model_parameters=optimizer_groups(model, tcfg.weight_decay),
+        config=build_deepspeed_config(tcfg, world_size),
     )
     scheduler.step(SCHEDULE_FIRST_ITERATION)
     init_s = time.perf_counter() - init_started  # process group + engine (+ any op compile)
@@ -201,81 +271,35 @@ def train(
         from pharia.registry.tracking import MetricLogger
 
         metrics = MetricLogger(tracking_uri, run_id)
-    moe = cfg.model.n_experts > 1
-    tokens_per_step = tcfg.micro_batch_size * tcfg.grad_accum_steps * world_size * seq_len
-    history: list[list[float]] = []
-    first_loss: float | None = None
-    window = _Window()
-    train_started = time.perf_counter()
-    engine.train()
     try:
-        with ProgressReporter(tcfg.max_steps, enabled=is_main, description=f"pretrain {cfg.name}") as progress:
-            for step in range(1, tcfg.max_steps + 1):
-                lr = float(engine.get_lr()[0])
-                # summed on the device and read once per step: one host sync, NCCL-compatible
-                totals = torch.zeros(2, dtype=torch.float32, device=device)
-                for _ in range(tcfg.grad_accum_steps):
-                    inputs, targets = sampler.next_batch()
-                    out = engine(inputs.to(device), targets.to(device))
-                    loss = out.loss
-                    totals[0] += out.loss.detach().float()
-                    if out.aux_loss is not None:
-                        loss = loss + tcfg.aux_loss_coef * out.aux_loss
-                        totals[1] += out.aux_loss.detach().float()
-                    engine.backward(loss)
-                    engine.step()
-                torch.distributed.all_reduce(totals)
-                step_loss, step_aux = (totals / (tcfg.grad_accum_steps * world_size)).tolist()
-                if not math.isfinite(step_loss):
-                    raise TrainingError(f"training diverged: loss is {step_loss} at step {step} (lower train.lr?)")
-                if first_loss is None:
-                    first_loss = step_loss
-                window.add(step_loss, step_aux, _grad_norm(engine))
-                progress.advance()
-                if step % tcfg.log_every == 0 or step == tcfg.max_steps:
-                    elapsed = max(time.perf_counter() - window.started, 1e-9)
-                    values = {
-                        "train_loss": window.loss / window.steps,
-                        "lr": lr,
-                        "tokens_per_s": window.steps * tokens_per_step / elapsed,
-                    }
-                    if window.grad_norms:
-                        values["grad_norm"] = window.grad_norm / window.grad_norms
-                    if moe:
-                        values["aux_loss"] = window.aux / window.steps
-                    history.append([step, values["train_loss"]])
-                    if metrics is not None:
-                        metrics.log(step, **values)
-                    progress.report(step, "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
-                    window.reset()
+        result = run_steps(engine, sampler, cfg, device, world_size, metrics, is_main)
     finally:
         if metrics is not None:
             metrics.flush()
-    train_s = time.perf_counter() - train_started
 
-    state = gather_fp32_state(engine)
+    state = gather_fp32_state(engine, keep=is_main)
     summary: dict[str, Any] = {}
     if is_main:
-        model_dir = save_pretrained(model_from_state(cfg.model, state), cfg.model, out_dir / MODEL_DIR)
-        steps = tcfg.max_steps
+        model_dir = save_pretrained(model_from_state(cfg.model, state), cfg.model, Path(out_dir) / MODEL_DIR)
+        tokens = tcfg.max_steps * tcfg.micro_batch_size * tcfg.grad_accum_steps * world_size * cfg.data.seq_len
         summary = {
-            "steps": steps,
-            "final_loss": history[-1][1],
-            "first_loss": first_loss,
-            "loss_history": history,
-            "tokens_seen": steps * tokens_per_step,
-            "tokens_per_s": steps * tokens_per_step / train_s,
-            "steps_per_s": steps / train_s,
+            "steps": tcfg.max_steps,
+            "final_loss": result.history[-1][1],
+            "first_loss": result.first_loss,
+            "loss_history": result.history,
+            "tokens_seen": tokens,
+            "tokens_per_s": tokens / result.train_s,
+            "steps_per_s": tcfg.max_steps / result.train_s,
             "wall_s": time.perf_counter() - started,
             "init_s": init_s,
-            "train_s": train_s,
+            "train_s": result.train_s,
             "world_size": world_size,
             "zero_stage": tcfg.zero_stage,
             "precision": tcfg.precision,
             "device": tcfg.device,
             "micro_batch_size": tcfg.micro_batch_size,
             "grad_accum_steps": tcfg.grad_accum_steps,
-            "seq_len": seq_len,
+            "seq_len": cfg.data.seq_len,
             "deepspeed_version": deepspeed.__version__,
             "torch_version": torch.__version__,
             "params_total": counts.total,
@@ -284,7 +308,7 @@ def train(
             "model_dir": str(model_dir),
             "config_hash": cfg.config_hash(),
         }
-        atomic_write_json(out_dir / SUMMARY_FILE, summary)
+        atomic_write_json(Path(out_dir) / SUMMARY_FILE, summary)
     if device.type == "cuda":
         torch.distributed.barrier(device_ids=[device.index])
     else:
