@@ -37,7 +37,8 @@ def tracking_uri() -> str:
         try:
             check_reachable(uri, timeout_s=3)
         except TrackingUnavailable as exc:
-            st.error(f"{exc}. Start it with `make up`, or unset MLFLOW_TRACKING_URI to read the local workspace.")
+            reason = str(exc).replace(uri, queries.display_uri(uri))  # never show credentials in the URI
+            st.error(f"{reason}. Start it with `make up`, or unset MLFLOW_TRACKING_URI to read the local workspace.")
             st.stop()
     return uri
 

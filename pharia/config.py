@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pharia.errors import PhariaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pharia.errors import PhariaError
 
 Domain = Literal["web", "academic", "books", "code", "multilingual"]
 DOMAINS: tuple[str, ...] = ("web", "academic", "books", "code", "multilingual")

@@ -24,15 +24,15 @@ QUIET_DEFAULTS = {
 }
 
 
-def configure(workspace: Workspace | None = None, *, device: str = "cpu") -> Workspace:
-    """Point Prefect, DeepSpeed's op cache and analytics switches at the workspace."""
+def configure(workspace: Workspace | None = None) -> Workspace:
+    """Point Prefect, DeepSpeed's op cache and analytics switches at the workspace.
+
+    DS_ACCELERATOR is not set here: the training launcher sets it from `train.device`."""
     ws = workspace or Workspace.from_env()
     os.environ.setdefault("PHARIA_HOME", str(ws.home))
     os.environ.setdefault("PREFECT_HOME", str(ws.prefect_home))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ws.torch_extensions))
-    if device == "cpu":
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
     return ws

@@ -82,14 +82,14 @@ def train(cfg: PipelineConfig, data: dict, run_dir: Path, tracking_uri: str, run
     )
 
 
-def evaluate(
-    cfg: PipelineConfig, data: dict, training: dict, run_dir: Path, tracking_uri: str, run_id: str
-) -> dict:
+def evaluate(cfg: PipelineConfig, data: dict, training: dict, run_dir: Path, tracking_uri: str, run_id: str) -> dict:
     from pharia.evaluate.suite import evaluate as run_suite
     from pharia.registry.register import log_artifacts, log_metrics_once
 
     out = run_dir / "eval"
-    result = run_suite(Path(training["model_dir"]), Path(data["shards_dir"]), Path(data["tokenizer_file"]), cfg.eval, out)
+    result = run_suite(
+        Path(training["model_dir"]), Path(data["shards_dir"]), Path(data["tokenizer_file"]), cfg.eval, out
+    )
     log_metrics_once(tracking_uri, run_id, result["metrics"], step=int(training.get("steps", 0)))
     log_artifacts(tracking_uri, run_id, out, "eval")
     return {"metrics": result["metrics"], "reproducibility": result["reproducibility"], "dir": str(out)}
@@ -140,7 +140,12 @@ def comply(
         version["version"],
         {"compliance_verdict": report["verdict"], "compliance_report": str(json_path)},
     )
-    return {"verdict": report["verdict"], "coverage": report["coverage"], "json": str(json_path), "markdown": str(md_path)}
+    return {
+        "verdict": report["verdict"],
+        "coverage": report["coverage"],
+        "json": str(json_path),
+        "markdown": str(md_path),
+    }
 
 
 def finish_run(tracking_uri: str, run_id: str, run_dir: Path, ok: bool) -> None:
@@ -157,7 +162,9 @@ def render_summary(result: dict) -> str:
     model, report, metrics = result["model"], result["report"], result["metrics"]
     uri = result["tracking_uri"]
     ui = uri if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri} --port 5000  (or `make up`)"
-    ppl = ", ".join(f"{k.removeprefix('eval_ppl_')} {v:.0f}" for k, v in sorted(metrics.items()) if k.startswith("eval_ppl_"))
+    ppl = ", ".join(
+        f"{k.removeprefix('eval_ppl_')} {v:.0f}" for k, v in sorted(metrics.items()) if k.startswith("eval_ppl_")
+    )
     return "\n".join(
         [
             "## pharia-pipeline finished",

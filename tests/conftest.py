@@ -12,8 +12,13 @@ REPO = Path(__file__).resolve().parent.parent
 STABLE_EXTENSIONS = os.environ.get("TORCH_EXTENSIONS_DIR") or str(REPO / ".pharia" / "torch_extensions")
 os.environ["TORCH_EXTENSIONS_DIR"] = STABLE_EXTENSIONS
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
-for key, value in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1",
-                   "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}.items():
+for key, value in {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_OFFLINE": "1",
+}.items():
     os.environ.setdefault(key, value)
 
 

@@ -12,7 +12,13 @@ from pharia.config import load_config
 MANIFEST = {
     "ingest": {
         "sources": {
-            "xsum-news": {"domain": "web", "rows_in": 10, "kept": 7, "filtered": {"too_short": 2}, "quarantined": {"bad_json": 1}},
+            "xsum-news": {
+                "domain": "web",
+                "rows_in": 10,
+                "kept": 7,
+                "filtered": {"too_short": 2},
+                "quarantined": {"bad_json": 1},
+            },
             "cpython-stdlib": {"domain": "code", "rows_in": 5, "kept": 5, "filtered": {}, "quarantined": {}},
         }
     },
@@ -21,15 +27,27 @@ MANIFEST = {
     "splits": {"train": {"web": {"tokens": 100}}, "heldout": {"web": {"tokens": 10}}},
 }
 TRAINING = {"steps": 10, "final_loss": 3.2, "zero_stage": 2, "world_size": 1, "precision": "fp32", "device": "cpu"}
-EVALUATION = {"metrics": {"eval_ppl_web": 120.0, "eval_ppl_worst_domain": 120.0, "eval_toxicity_rate": 0.0,
-                          "eval_toxicity_mean": 0.01, "eval_toxicity_max": 0.2}}
+EVALUATION = {
+    "metrics": {
+        "eval_ppl_web": 120.0,
+        "eval_ppl_worst_domain": 120.0,
+        "eval_toxicity_rate": 0.0,
+        "eval_toxicity_mean": 0.01,
+        "eval_toxicity_max": 0.2,
+    }
+}
 MODEL = {"name": "pharia-tiny", "version": "3", "alias": "candidate", "run_id": "abc", "status": "candidate"}
 LINEAGE = {"config_hash": "c" * 64, "git_commit": "f" * 40, "data_manifest_sha256": "d" * 64, "dvc_md5": "e" * 32}
 
 
 def _report(**changes) -> dict:
-    args = {"model": MODEL, "lineage": LINEAGE, "shards_manifest": MANIFEST, "training": TRAINING,
-            "evaluation": EVALUATION}
+    args = {
+        "model": MODEL,
+        "lineage": LINEAGE,
+        "shards_manifest": MANIFEST,
+        "training": TRAINING,
+        "evaluation": EVALUATION,
+    }
     args.update(changes)
     return build_report(load_config("tiny"), **copy.deepcopy(args))
 

@@ -330,6 +330,7 @@ def test_pages_show_a_hint_when_nothing_is_registered(
 
 
 def test_unreachable_server_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://user:s3cret@127.0.0.1:9")  # discard port: nothing listens
     at = run_page()
     assert "unreachable" in at.error[0].value and "make up" in at.error[0].value
+    assert "s3cret" not in at.error[0].value + texts(at) + at.sidebar.caption[0].value

@@ -10,12 +10,12 @@ import torch
 from typer.testing import CliRunner
 
 from pharia.config import ModelConfig, load_config
-from pharia.model import PhariaLM, build_model
 from pharia.model.attention import build_attention_mask, sliding_window_mask
 from pharia.model.cli import app as model_app
 from pharia.model.generate import generate, sample_next_token
 from pharia.model.io import load_pretrained, save_pretrained
 from pharia.model.layers import RMSNorm, default_d_ff
+from pharia.model.model import PhariaLM, build_model
 from pharia.model.moe import MixtureOfExperts, Routing, load_balancing_loss
 
 VOCAB = 96

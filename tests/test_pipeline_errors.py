@@ -30,7 +30,10 @@ def _run(config: str | Path, home: Path, **env: str) -> subprocess.CompletedProc
     full_env.pop("MLFLOW_TRACKING_URI", None) if "MLFLOW_TRACKING_URI" not in env else None
     return subprocess.run(
         [sys.executable, str(REPO / "flows" / "pipeline.py"), "--config", str(config)],
-        capture_output=True, text=True, env=full_env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=300,
     )
 
 

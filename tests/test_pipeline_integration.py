@@ -76,8 +76,9 @@ def test_pipeline_registers_a_version_whose_tags_data_and_report_agree(workspace
     assert report["lineage"]["data_manifest_sha256"] == tags["data_manifest_sha256"]
     assert report["lineage"]["dvc_md5"] == shards_md5
     assert report["evaluation"]["metrics"]["eval_ppl_overall"] == pytest.approx(run.data.metrics["eval_ppl_overall"])
-    logged = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="compliance/compliance.json",
-                                                 tracking_uri=workspace.mlflow_uri)
+    logged = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="compliance/compliance.json", tracking_uri=workspace.mlflow_uri
+    )
     assert json.loads(Path(logged).read_text()) == report
     assert (report_path.parent / "compliance.md").read_text().startswith("# Compliance dossier: pharia-micro version 1")
 

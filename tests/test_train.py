@@ -234,8 +234,8 @@ def test_run_training_zero2_logs_to_mlflow_and_saves_a_loadable_model(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from pharia.model import PhariaLM
     from pharia.model.io import load_pretrained
+    from pharia.model.model import PhariaLM
 
     client = MlflowClient(train_mlflow_uri)
     run_id = client.create_run(client.create_experiment("train-test")).info.run_id

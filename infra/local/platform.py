@@ -117,6 +117,14 @@ def _wait_healthy(service: Service, handle: subprocess.Popen, log: Path, started
         time.sleep(0.25)
 
 
+def _raise_if_failed(pending: dict[str, Future[float]]) -> None:
+    """Between the Prefect steps, surface a server that already died instead of after the deploy."""
+    for future in pending.values():
+        error = future.exception() if future.done() else None
+        if error is not None:
+            raise error
+
+
 def _run_step(title: str, argv: list[str], env: dict[str, str], log: Path, timeout_s: float) -> str:
     """A one-off command of `up` (pool creation, deployment): output to its log, error with its tail."""
     with log.open("ab") as out:
@@ -173,6 +181,7 @@ def up(args: argparse.Namespace) -> int:
                 pending[service.name] = future
         assert prefect_ready is not None
         prefect_ready.result()
+        _raise_if_failed(pending)
         if not services.pool_exists(p):
             _run_step(
                 "work pool creation",
@@ -183,6 +192,7 @@ def up(args: argparse.Namespace) -> int:
             )
             print(f"created work pool {services.WORK_POOL} (type process)")
 
+        _raise_if_failed(pending)
         worker = services.worker(p, since=time.time())
         handle, record = _start(worker, p)
         started.append(record)
@@ -191,6 +201,7 @@ def up(args: argparse.Namespace) -> int:
             _wait_healthy, worker, handle, p.log(worker.name), time.monotonic(), args.timeout
         )
 
+        _raise_if_failed(pending)
         deploy_script = services.REPO_ROOT / "flows" / "deploy.py"
         if args.no_deploy:
             print("skipping the deployment (--no-deploy)")

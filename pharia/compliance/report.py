@@ -12,8 +12,22 @@ from pharia.config import PipelineConfig
 from pharia.data.manifest import atomic_write_json, atomic_write_text
 
 SCHEMA = "pharia.compliance/v1"
-TRAINING_KEYS = ("steps", "final_loss", "first_loss", "tokens_seen", "tokens_per_s", "zero_stage", "world_size",
-                 "precision", "device", "wall_s", "params_total", "params_unique", "deepspeed_version", "torch_version")
+TRAINING_KEYS = (
+    "steps",
+    "final_loss",
+    "first_loss",
+    "tokens_seen",
+    "tokens_per_s",
+    "zero_stage",
+    "world_size",
+    "precision",
+    "device",
+    "wall_s",
+    "params_total",
+    "params_unique",
+    "deepspeed_version",
+    "torch_version",
+)
 
 
 def data_evidence(cfg: PipelineConfig, shards_manifest: dict) -> dict:
@@ -21,16 +35,24 @@ def data_evidence(cfg: PipelineConfig, shards_manifest: dict) -> dict:
     licences = {s.name: s.license for s in cfg.data.sources}
     per_source = shards_manifest["ingest"]["sources"]
     sources = [
-        {"name": name, "domain": row["domain"], "license": licences.get(name, "unknown"), "rows_in": row["rows_in"],
-         "kept": row["kept"], "filtered": row["filtered"], "quarantined": row["quarantined"]}
+        {
+            "name": name,
+            "domain": row["domain"],
+            "license": licences.get(name, "unknown"),
+            "rows_in": row["rows_in"],
+            "kept": row["kept"],
+            "filtered": row["filtered"],
+            "quarantined": row["quarantined"],
+        }
         for name, row in sorted(per_source.items())
     ]
     return {
         "sources": sources,
         "domain_shares": shards_manifest["domain_shares"],
         "validation": shards_manifest["validation"],
-        "tokens": {split: {d: e["tokens"] for d, e in domains.items()}
-                   for split, domains in shards_manifest["splits"].items()},
+        "tokens": {
+            split: {d: e["tokens"] for d, e in domains.items()} for split, domains in shards_manifest["splits"].items()
+        },
     }
 
 
@@ -89,22 +111,39 @@ def render_markdown(report: dict) -> str:
         out.append(f"- **{r['id']}** ({icon[r['status']]})")
         out += [f"  - {line}" for line in r["evidence"]]
     out += ["", "## Lineage", ""] + [f"- {k}: `{v}`" for k, v in lin.items()]
-    out += ["", "## Data", "", "| source | domain | licence | rows in | kept | filtered | quarantined |",
-            "|---|---|---|---:|---:|---|---|"]
+    out += [
+        "",
+        "## Data",
+        "",
+        "| source | domain | licence | rows in | kept | filtered | quarantined |",
+        "|---|---|---|---:|---:|---|---|",
+    ]
     for s in report["data"]["sources"]:
-        out.append(f"| {s['name']} | {s['domain']} | {s['license']} | {s['rows_in']} | {s['kept']} | "
-                   f"{_counts(s['filtered'])} | {_counts(s['quarantined'])} |")
+        out.append(
+            f"| {s['name']} | {s['domain']} | {s['license']} | {s['rows_in']} | {s['kept']} | "
+            f"{_counts(s['filtered'])} | {_counts(s['quarantined'])} |"
+        )
     out += ["", "| domain | target share | achieved share |", "|---|---:|---:|"]
     for d, s in sorted(report["data"]["domain_shares"].items()):
         out.append(f"| {d} | {s['target']:.1%} | {s['achieved']:.1%} |")
     v = report["data"]["validation"]
-    out += ["", f"Validation: {'passed' if v['success'] else 'FAILED'} ({v['successful']}/{v['evaluated']}); "
-            f"Data Docs: `{v['data_docs']}`", "", "## Training", ""]
+    out += [
+        "",
+        f"Validation: {'passed' if v['success'] else 'FAILED'} ({v['successful']}/{v['evaluated']}); "
+        f"Data Docs: `{v['data_docs']}`",
+        "",
+        "## Training",
+        "",
+    ]
     out += [f"- {k}: {val}" for k, val in report["training"].items() if val is not None]
     out += ["", "## Evaluation", "", "| metric | value |", "|---|---:|"]
     out += [f"| {k} | {val:.4g} |" for k, val in sorted(report["evaluation"]["metrics"].items())]
-    out += ["", "## Approvals", "", "None yet: the version carries the alias "
-            f"`{m['alias']}` until a reviewer approves it."]
+    out += [
+        "",
+        "## Approvals",
+        "",
+        f"None yet: the version carries the alias `{m['alias']}` until a reviewer approves it.",
+    ]
     return "\n".join(out) + "\n"
 
 

@@ -47,7 +47,10 @@ def _rows_accounted(ev: dict, gates: GatesConfig, val: ValidationConfig) -> Outc
 
 def _validated(ev: dict, gates: GatesConfig, val: ValidationConfig) -> Outcome:
     v = ev["data"]["validation"]
-    evidence = [f"Great Expectations: {v['successful']} of {v['evaluated']} expectations met", f"Data Docs: {v['data_docs']}"]
+    evidence = [
+        f"Great Expectations: {v['successful']} of {v['evaluated']} expectations met",
+        f"Data Docs: {v['data_docs']}",
+    ]
     if not gates.require_data_validation:
         return NOT_EVALUATED, ["gate disabled in config (gates.require_data_validation: false)", *evidence]
     return (PASS if v["success"] else FAIL), evidence
@@ -77,9 +80,11 @@ def _toxicity(ev: dict, gates: GatesConfig, val: ValidationConfig) -> Outcome:
     rate = m.get("eval_toxicity_rate")
     if rate is None:
         return NOT_EVALUATED, ["no toxicity probe in the evaluation"]
+    mean, worst = m.get("eval_toxicity_mean", float("nan")), m.get("eval_toxicity_max", float("nan"))
     evidence = [
-        f"toxic continuation rate {rate:.1%} on RealToxicityPrompts-challenging prompts (gate <= {gates.max_toxicity_rate:.0%})",
-        f"mean toxicity {m.get('eval_toxicity_mean', float('nan')):.3f}, max {m.get('eval_toxicity_max', float('nan')):.3f}",
+        f"toxic continuation rate {rate:.1%} on RealToxicityPrompts-challenging prompts "
+        f"(gate <= {gates.max_toxicity_rate:.0%})",
+        f"mean toxicity {mean:.3f}, max {worst:.3f}",
     ]
     return (PASS if rate <= gates.max_toxicity_rate else FAIL), evidence
 
@@ -106,30 +111,86 @@ def _later(suite: str) -> Callable[[dict, GatesConfig, ValidationConfig], Outcom
 
 
 CATALOGUE: tuple[Requirement, ...] = (
-    Requirement("DG-1", "Training data sources and licences documented", "privacy and data governance",
-                ("Art. 10(2)", "Art. 11", "Annex IV(2)(d)"), _sources_documented),
-    Requirement("DG-2", "Every input row kept, filtered or quarantined, and counted", "privacy and data governance",
-                ("Art. 10(2)",), _rows_accounted),
-    Requirement("DG-3", "Training data passed the data-quality suite", "privacy and data governance",
-                ("Art. 10(3)",), _validated),
-    Requirement("REP-1", "Training mixture matches the declared domain targets", "representation / absence of bias",
-                ("Art. 10(3)", "Art. 10(4)"), _mixture),
-    Requirement("CAP-1", "Held-out language-modelling quality within the gate", "capabilities",
-                ("Art. 15(1)",), _lm_quality),
-    Requirement("TOX-1", "Toxicity of generations within the gate", "harmful content and toxicity",
-                ("Art. 9", "Art. 15(4)"), _toxicity),
-    Requirement("TRN-1", "Lineage of code, configuration and data recorded", "transparency",
-                ("Art. 11", "Art. 12", "Art. 13", "Annex IV"), _lineage),
-    Requirement("BIAS-1", "Bias benchmarks (CrowS-Pairs, StereoSet, BBQ, WinoBias)", "representation / absence of bias",
-                ("Art. 10(2)(f)", "Art. 15"), _later("the bias suite")),
-    Requirement("FAIR-1", "Fairness across demographic groups (BOLD gaps)", "fairness",
-                ("Art. 10(2)(f)",), _later("the fairness suite")),
-    Requirement("TRU-1", "Truthfulness (TruthfulQA)", "truthfulness and societal alignment",
-                ("Art. 15(1)",), _later("the truthfulness suite")),
-    Requirement("ROB-1", "Robustness to adversarial input", "robustness",
-                ("Art. 15(4)", "Art. 15(5)"), _later("the robustness suite")),
-    Requirement("PRIV-1", "No PII or memorised canaries in generations", "privacy and data governance",
-                ("Art. 10(5)",), _later("the privacy suite")),
+    Requirement(
+        "DG-1",
+        "Training data sources and licences documented",
+        "privacy and data governance",
+        ("Art. 10(2)", "Art. 11", "Annex IV(2)(d)"),
+        _sources_documented,
+    ),
+    Requirement(
+        "DG-2",
+        "Every input row kept, filtered or quarantined, and counted",
+        "privacy and data governance",
+        ("Art. 10(2)",),
+        _rows_accounted,
+    ),
+    Requirement(
+        "DG-3",
+        "Training data passed the data-quality suite",
+        "privacy and data governance",
+        ("Art. 10(3)",),
+        _validated,
+    ),
+    Requirement(
+        "REP-1",
+        "Training mixture matches the declared domain targets",
+        "representation / absence of bias",
+        ("Art. 10(3)", "Art. 10(4)"),
+        _mixture,
+    ),
+    Requirement(
+        "CAP-1", "Held-out language-modelling quality within the gate", "capabilities", ("Art. 15(1)",), _lm_quality
+    ),
+    Requirement(
+        "TOX-1",
+        "Toxicity of generations within the gate",
+        "harmful content and toxicity",
+        ("Art. 9", "Art. 15(4)"),
+        _toxicity,
+    ),
+    Requirement(
+        "TRN-1",
+        "Lineage of code, configuration and data recorded",
+        "transparency",
+        ("Art. 11", "Art. 12", "Art. 13", "Annex IV"),
+        _lineage,
+    ),
+    Requirement(
+        "BIAS-1",
+        "Bias benchmarks (CrowS-Pairs, StereoSet, BBQ, WinoBias)",
+        "representation / absence of bias",
+        ("Art. 10(2)(f)", "Art. 15"),
+        _later("the bias suite"),
+    ),
+    Requirement(
+        "FAIR-1",
+        "Fairness across demographic groups (BOLD gaps)",
+        "fairness",
+        ("Art. 10(2)(f)",),
+        _later("the fairness suite"),
+    ),
+    Requirement(
+        "TRU-1",
+        "Truthfulness (TruthfulQA)",
+        "truthfulness and societal alignment",
+        ("Art. 15(1)",),
+        _later("the truthfulness suite"),
+    ),
+    Requirement(
+        "ROB-1",
+        "Robustness to adversarial input",
+        "robustness",
+        ("Art. 15(4)", "Art. 15(5)"),
+        _later("the robustness suite"),
+    ),
+    Requirement(
+        "PRIV-1",
+        "No PII or memorised canaries in generations",
+        "privacy and data governance",
+        ("Art. 10(5)",),
+        _later("the privacy suite"),
+    ),
 )
 
 
@@ -137,6 +198,14 @@ def assess(evidence: dict, gates: GatesConfig, validation: ValidationConfig) -> 
     results = []
     for req in CATALOGUE:
         status, lines = req.check(evidence, gates, validation)
-        results.append({"id": req.id, "title": req.title, "category": req.category,
-                        "articles": list(req.articles), "status": status, "evidence": lines})
+        results.append(
+            {
+                "id": req.id,
+                "title": req.title,
+                "category": req.category,
+                "articles": list(req.articles),
+                "status": status,
+                "evidence": lines,
+            }
+        )
     return results

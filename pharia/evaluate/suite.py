@@ -15,7 +15,7 @@ import torch
 import pharia
 from pharia.config import EvalConfig
 from pharia.data.manifest import atomic_write_json, sha256_file
-from pharia.evaluate.heldout import heldout_metrics, load_shard_manifest
+from pharia.evaluate.heldout import heldout_metrics
 from pharia.evaluate.toxicity_probe import toxicity_of_generations
 
 HARNESS = f"pharia-eval/{pharia.__version__}"
@@ -37,7 +37,7 @@ def evaluate(model_dir: Path, shards_dir: Path, tokenizer_file: Path, cfg: EvalC
     torch.manual_seed(cfg.seed)
     model, model_cfg = load_pretrained(model_dir)
     model.eval()
-    manifest = load_shard_manifest(shards_dir)
+    manifest = json.loads((shards_dir / "manifest.json").read_text(encoding="utf-8"))
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     seq_len = min(int(manifest["seq_len"]), model_cfg.max_seq_len)
 
@@ -71,22 +71,47 @@ def evaluate(model_dir: Path, shards_dir: Path, tokenizer_file: Path, cfg: EvalC
         )
 
     for domain, scores in heldout.items():
-        add(f"eval_ppl_{domain}", "language_modelling", scores["perplexity"], int(scores["tokens"]),
-            f"perplexity on fixed held-out windows of the {domain} domain")
+        add(
+            f"eval_ppl_{domain}",
+            "language_modelling",
+            scores["perplexity"],
+            int(scores["tokens"]),
+            f"perplexity on fixed held-out windows of the {domain} domain",
+        )
     total_tokens = sum(s["tokens"] for s in heldout.values())
     overall_nll = sum(s["nll"] * s["tokens"] for s in heldout.values()) / max(total_tokens, 1)
-    add("eval_ppl_overall", "language_modelling", math.exp(overall_nll), int(total_tokens),
-        "token-weighted perplexity over all held-out domains")
-    add("eval_ppl_worst_domain", "language_modelling", max(s["perplexity"] for s in heldout.values()),
-        int(total_tokens), "perplexity of the worst held-out domain (the gate's input)")
+    add(
+        "eval_ppl_overall",
+        "language_modelling",
+        math.exp(overall_nll),
+        int(total_tokens),
+        "token-weighted perplexity over all held-out domains",
+    )
+    add(
+        "eval_ppl_worst_domain",
+        "language_modelling",
+        max(s["perplexity"] for s in heldout.values()),
+        int(total_tokens),
+        "perplexity of the worst held-out domain (the gate's input)",
+    )
     tox_extra = {"dataset_sha256": toxicity.dataset_sha256, "classifier": toxicity.classifier}
-    add("eval_toxicity_rate", "toxicity", toxicity.rate, toxicity.n,
+    add(
+        "eval_toxicity_rate",
+        "toxicity",
+        toxicity.rate,
+        toxicity.n,
         f"share of continuations of RealToxicityPrompts-challenging prompts scoring > {cfg.toxicity_threshold}",
-        **tox_extra)
-    add("eval_toxicity_mean", "toxicity", toxicity.mean, toxicity.n, "mean toxicity of the continuations",
-        **tox_extra)
-    add("eval_toxicity_max", "toxicity", toxicity.max, toxicity.n, "maximum toxicity over the continuations",
-        **tox_extra)
+        **tox_extra,
+    )
+    add("eval_toxicity_mean", "toxicity", toxicity.mean, toxicity.n, "mean toxicity of the continuations", **tox_extra)
+    add(
+        "eval_toxicity_max",
+        "toxicity",
+        toxicity.max,
+        toxicity.n,
+        "maximum toxicity over the continuations",
+        **tox_extra,
+    )
 
     result = {
         "schema": "pharia.eval/v1",

@@ -1,5 +1,5 @@
-"""The Pharia transformer: model, generation and safetensors I/O (see SPEC.md for the design)."""
+"""The Pharia transformer: model, generation and safetensors I/O (see SPEC.md for the design).
 
-from pharia.model.model import ModelOutput, ParamCounts, PhariaLM, build_model, count_parameters
-
-__all__ = ["ModelOutput", "ParamCounts", "PhariaLM", "build_model", "count_parameters"]
+Import from the submodules (`pharia.model.model`, `.io`, `.generate`): this package file stays free
+of torch so that `pharia --help` and the data commands start without paying for the import.
+"""

@@ -80,8 +80,8 @@ def train_command(
 
     cfg = load_config(config)
     n_ranks = ranks or cfg.train.ranks
-    # The config decides the accelerator: `pharia`'s entry point presets DS_ACCELERATOR=cpu for every
-    # command, which a CUDA config must override before DeepSpeed is imported (it reads it once).
+    # The config decides the accelerator (DeepSpeed reads DS_ACCELERATOR once, at import), never
+    # a stale shell variable.
     os.environ["DS_ACCELERATOR"] = cfg.train.device
     if "RANK" not in os.environ and n_ranks > 1:
         args = ["--config", config, "--shards", str(shards), "--out", str(out), "--ranks", str(n_ranks)]
@@ -111,7 +111,7 @@ def train_command(
 
 def main() -> None:
     """Entry point of `python -m pharia.train` (what torchrun and the launcher start)."""
-    environment.configure(device="auto")  # DS_ACCELERATOR is set from the config by the command
+    environment.configure()  # DS_ACCELERATOR is set from the config by the command
     try:
         app(prog_name="pharia train")
     except PhariaError as exc:

@@ -104,6 +104,11 @@ def quiet_deepspeed_logs() -> None:
 
 
 def init_distributed(device: str, local_rank: int) -> torch.device:
+    """DeepSpeed's process group: NCCL on CUDA, gloo on CPU; returns this rank's device.
+
+    On CPU the shared-memory op is not built (see `skip_unused_shm_comm_op`); PHARIA_DS_SHM_COMM=1
+    restores DeepSpeed's default of compiling it into $TORCH_EXTENSIONS_DIR.
+    """
     import deepspeed
 
     if device == "cuda":

@@ -52,6 +52,7 @@ class ProgressReporter:
         if not self.enabled:
             return
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, status=text)
+            self._progress.console.print(f"step {step}/{self.total} {text}", highlight=False)  # kept above the bar
+            self._progress.update(self._task, status=text.split("  ")[0])
         else:
             print(f"step {step}/{self.total} {text}", file=sys.stderr, flush=True)
