@@ -110,3 +110,18 @@ def test_written_dossier_round_trips(tmp_path: Path) -> None:
     md = md_path.read_text()
     assert "Verdict: PASS" in md and "Art. 10(3)" in md and "| xsum-news | web |" in md
     assert render_markdown(report) == md
+
+
+def test_mixture_is_judged_on_training_draws_when_recorded() -> None:
+    manifest = copy.deepcopy(MANIFEST)
+    manifest["domain_shares"]["web"]["achieved"] = 0.80  # packed tokens drifted
+    mixture = {
+        "web": {"target": 0.45, "drawn": 0.46, "epochs": 0.1},
+        "code": {"target": 0.1, "drawn": 0.1, "epochs": 2},
+    }
+    report = _report(shards_manifest=manifest, training={**TRAINING, "mixture": mixture})
+    assert _status(report, "REP-1") == "pass"
+    evidence = next(r["evidence"] for r in report["requirements"] if r["id"] == "REP-1")
+    assert any("packed tokens 80.0%" in line and "training windows 46.0%" in line for line in evidence)
+    mixture["web"]["drawn"] = 0.9
+    assert _status(_report(shards_manifest=manifest, training={**TRAINING, "mixture": mixture}), "REP-1") == "fail"

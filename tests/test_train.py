@@ -325,3 +325,27 @@ def test_run_training_failure_carries_the_childs_message(
             config, synthetic_shards, tmp_path / "out", tracking_uri=None, run_id=None, env=train_env, echo=print
         )
     assert not (tmp_path / "out" / "train_summary.json").exists()
+
+
+def test_sampler_draws_domains_by_mixture_weight_not_by_token_count(tmp_path: Path) -> None:
+    from pharia.train.data import ShardSet, TrainBatchSampler
+
+    root = write_shards(tmp_path / "s", train_tokens={"web": 20_000, "code": 2_000})
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["domain_shares"] = {"web": {"target": 0.5, "achieved": 0.9}, "code": {"target": 0.5, "achieved": 0.1}}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    shards = ShardSet.open(root)
+    assert shards.domain_targets == {"web": 0.5, "code": 0.5}
+
+    def draw(weights):
+        sampler = TrainBatchSampler(shards, seq_len=32, batch_size=50, seed=3, domain_weights=weights)
+        batches = [sampler.next_batch()[0] for _ in range(40)]
+        return sampler.mixture(), batches
+
+    weighted, first = draw(shards.domain_targets)
+    assert weighted["code"]["drawn"] == pytest.approx(0.5, abs=0.05)
+    assert weighted["code"]["epochs"] > weighted["web"]["epochs"] * 5  # the small domain is revisited
+    uniform, _ = draw(None)
+    assert uniform["code"]["drawn"] == pytest.approx(2_000 / 22_000, abs=0.04)
+    _, again = draw(shards.domain_targets)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))  # deterministic for a seed

@@ -27,6 +27,7 @@ TRAINING_KEYS = (
     "params_unique",
     "deepspeed_version",
     "torch_version",
+    "mixture",
 )
 
 
@@ -135,7 +136,7 @@ def render_markdown(report: dict) -> str:
         "## Training",
         "",
     ]
-    out += [f"- {k}: {val}" for k, val in report["training"].items() if val is not None]
+    out += [f"- {k}: {val}" for k, val in report["training"].items() if val is not None and k != "mixture"]
     out += ["", "## Evaluation", "", "| metric | value |", "|---|---:|"]
     out += [f"| {k} | {val:.4g} |" for k, val in sorted(report["evaluation"]["metrics"].items())]
     out += [

@@ -13,8 +13,8 @@ by one. Windows never straddle two files, which are not eos-joined. The generato
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class ShardSet:
     eos_token_id: int
     pad_token_id: int
     files: dict[str, dict[str, ShardFile]]
+    domain_targets: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def open(cls, shards_dir: Path, *, vocab_size: int | None = None) -> ShardSet:
@@ -83,6 +84,7 @@ class ShardSet:
             eos_token_id=int(manifest["eos_token_id"]),
             pad_token_id=int(manifest["pad_token_id"]),
             files=files,
+            domain_targets={d: float(v["target"]) for d, v in manifest.get("domain_shares", {}).items()},
         )
 
     def domains(self, split: str) -> list[str]:
@@ -146,9 +148,26 @@ def _to_tensors(rows: np.ndarray, vocab_size: int, where: str) -> tuple[torch.Te
 
 
 class TrainBatchSampler:
-    """Endless, seeded random (inputs, targets) batches of shape (batch_size, seq_len) from the train split."""
+    """Endless, seeded random (inputs, targets) batches of shape (batch_size, seq_len) from the train split.
 
-    def __init__(self, shards: ShardSet, *, seq_len: int, batch_size: int, seed: int, rank: int = 0) -> None:
+    With `domain_weights` (the data config's mixture targets, as the manifest records them) each
+    window first draws its domain with those probabilities, then a uniform offset inside that
+    domain's file. The training mixture then follows the declared weights whatever each domain's
+    token count turned out to be (a tokenizer trained mostly on English spends more tokens per
+    character on other scripts); small domains are revisited more often, which `mixture()` reports
+    as epochs. Without weights every token position is equally likely.
+    """
+
+    def __init__(
+        self,
+        shards: ShardSet,
+        *,
+        seq_len: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        domain_weights: Mapping[str, float] | None = None,
+    ) -> None:
         usable = [f for f in shards.files["train"].values() if f.tokens > seq_len]
         if not usable:
             raise TrainingError(
@@ -160,17 +179,38 @@ class TrainBatchSampler:
         self._files = usable
         self._maps = [shards.memmap(f) for f in usable]
         self._starts = np.array([f.tokens - seq_len for f in usable], dtype=np.int64)  # valid start offsets
-        self._ends = np.cumsum(self._starts)
         self._rng = np.random.default_rng([seed, rank])
+        if domain_weights:
+            weights = np.array([float(domain_weights.get(f.domain, 0.0)) for f in usable])
+            if weights.sum() <= 0:
+                raise TrainingError(f"{shards.root}: no usable train file belongs to a weighted domain")
+        else:
+            weights = self._starts.astype(np.float64)
+        self._probs = weights / weights.sum()
+        self._target = {f.domain: float(p) for f, p in zip(usable, self._probs, strict=True)}
+        self._drawn = np.zeros(len(usable), dtype=np.int64)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        picks = self._rng.integers(0, int(self._ends[-1]), size=self.batch_size)
-        which = np.searchsorted(self._ends, picks, side="right")
-        offsets = picks - (self._ends[which] - self._starts[which])
+        which = self._rng.choice(len(self._files), size=self.batch_size, p=self._probs)
+        offsets = (self._rng.random(self.batch_size) * self._starts[which]).astype(np.int64)
+        np.add.at(self._drawn, which, 1)
         rows = np.stack(
             [self._maps[w][o : o + self.seq_len + 1] for w, o in zip(which.tolist(), offsets.tolist(), strict=True)]
         )
         return _to_tensors(rows, self.shards.vocab_size, f"{self.shards.root} (train split)")
+
+    def mixture(self) -> dict[str, dict[str, float]]:
+        """Per domain: sampling probability, share of windows drawn so far, and epochs (tokens drawn
+        over tokens available) - the achieved training mixture, for the run's record."""
+        total = max(int(self._drawn.sum()), 1)
+        return {
+            f.domain: {
+                "target": self._target[f.domain],
+                "drawn": float(n) / total,
+                "epochs": float(n) * self.seq_len / f.tokens,
+            }
+            for f, n in zip(self._files, self._drawn.tolist(), strict=True)
+        }
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:

@@ -251,7 +251,12 @@ def train(
     is_main = env.rank == 0
     shards = ShardSet.open(shards_dir, vocab_size=cfg.model.vocab_size)  # fail before DeepSpeed starts
     sampler = TrainBatchSampler(
-        shards, seq_len=cfg.data.seq_len, batch_size=tcfg.micro_batch_size, seed=tcfg.seed, rank=env.rank
+        shards,
+        seq_len=cfg.data.seq_len,
+        batch_size=tcfg.micro_batch_size,
+        seed=tcfg.seed,
+        rank=env.rank,
+        domain_weights=shards.domain_targets,
     )
 
     import deepspeed
@@ -312,6 +317,7 @@ def train(
             "params_active": counts.active,
             "model_dir": str(model_dir),
             "config_hash": cfg.config_hash(),
+            "mixture": sampler.mixture(),
         }
         atomic_write_json(Path(out_dir) / SUMMARY_FILE, summary)
     if device.type == "cuda":
