@@ -34,6 +34,7 @@ def deploy(work_pool: str = WORK_POOL, name: str = DEPLOYMENT) -> str:
         description="raw text → validated data → DeepSpeed training → evaluation → MLflow → compliance dossier",
         tags=["pharia"],
         print_next_steps=False,
+        ignore_warnings=True,  # Prefect suggests .serve(); the process pool + worker is the point here
     )
     return str(deployment_id)
 

@@ -161,7 +161,10 @@ def render_summary(result: dict) -> str:
     """Where to look afterwards: printed at the end of `make demo` and stored as a Prefect artifact."""
     model, report, metrics = result["model"], result["report"], result["metrics"]
     uri = result["tracking_uri"]
-    ui = uri if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri} --port 5000  (or `make up`)"
+    if uri.startswith("http"):
+        mlflow_ui = f"MLflow UI: {uri}/#/models/{model['name']}/versions/{model['version']}"
+    else:
+        mlflow_ui = f"MLflow UI without `make up`: mlflow ui --backend-store-uri {uri} --port 5000"
     ppl = ", ".join(
         f"{k.removeprefix('eval_ppl_')} {v:.0f}" for k, v in sorted(metrics.items()) if k.startswith("eval_ppl_")
     )
@@ -184,6 +187,6 @@ def render_summary(result: dict) -> str:
             "",
             "Open the UIs: `make up`, then Prefect http://127.0.0.1:4200, MLflow http://127.0.0.1:5000, "
             "dashboard http://127.0.0.1:8501",
-            f"MLflow UI without `make up`: {ui}",
+            mlflow_ui,
         ]
     )
