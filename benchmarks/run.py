@@ -16,6 +16,13 @@ Benchmarks (all on the model shape of a preset, tiny by default; fp32, CPU):
   heldout_eval             pharia.evaluate.heldout.heldout_metrics on synthetic shards at batch size 8
                            vs 1, same windows. Ratio: tokens/s / batch-1 tokens/s (higher is better).
 
+Candidates of one benchmark do the same work, and the report shows it: training candidates start from
+the same weights and see the same batches and LR schedule, so their losses agree (max difference
+recorded); both eval batch sizes score the same windows (max NLL difference recorded). ZeRO-3's
+process-wide replacement of torch.nn.functional.linear is confined to the ZeRO-3 candidate's steps.
+The report also records how many CPUs other processes used meanwhile, and the table warns when that
+was noticeable.
+
 Writes a JSON report (default benchmarks/results/latest.json) and prints a table.
 """
 
@@ -42,6 +49,7 @@ SCHEMA = "pharia.bench/v1"
 BENCHMARKS = ("train_step", "activation_checkpointing", "heldout_eval")
 HELDOUT_DOMAINS = ("code", "web")
 EVAL_BATCH_SIZES = (1, 8)  # baseline first
+OTHERS_CPU_NOTE = 0.25  # CPUs used by other processes, on average, above which the run is flagged as noisy
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,10 @@ class Settings:
 
 
 PROFILES = {
-    "full": Settings(profile="full", rounds=10, steps=6, warmup=2, eval_repeats=2, eval_windows=32),
-    "quick": Settings(profile="quick", rounds=3, steps=3, warmup=1, eval_repeats=1, eval_windows=16),
+    # many short rounds rather than few long ones: a burst of load from elsewhere then spoils one
+    # round's ratio, which the median over rounds discards, instead of one candidate's whole sample
+    "full": Settings(profile="full", rounds=16, steps=3, warmup=2, eval_repeats=1, eval_windows=32),
+    "quick": Settings(profile="quick", rounds=4, steps=2, warmup=1, eval_repeats=1, eval_windows=16),
 }
 
 
@@ -67,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     full, quick = PROFILES["full"], PROFILES["quick"]
     parser = argparse.ArgumentParser(
         prog="benchmarks/run.py",
-        description=__doc__.split("\n\n")[0] + " See the module docstring for what each benchmark measures.",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "Ratios are medians over interleaved rounds of per-round ratios; the JSON also records the\n"
@@ -145,10 +155,12 @@ def prepare_environment() -> None:
     accelerator, and the single-process distributed environment (world size 1)."""
     from pharia import environment
     from pharia.train.cli import single_process_env
+    from pharia.train.loop import quiet_deepspeed_logs
 
     os.environ["DS_ACCELERATOR"] = "cpu"  # read once by DeepSpeed, at import
     environment.configure()
     os.environ.update(single_process_env())
+    quiet_deepspeed_logs()  # also drops the expected "scheduler before it has started" warning
 
 
 def machine_info() -> dict[str, Any]:
@@ -176,6 +188,18 @@ def machine_info() -> dict[str, Any]:
     except Exception:  # versions are context, never a reason to fail
         pass
     return info
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds spent busy by the whole machine since boot (Linux /proc/stat), None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text(encoding="utf-8").splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != "cpu" or len(fields) < 9:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_model() -> str:
@@ -333,28 +357,44 @@ def bare_step(cfg: Any, batches: list[tuple[Any, Any]], checkpointing: bool = Fa
 
 
 def deepspeed_step(cfg: Any, batches: list[tuple[Any, Any]], zero_stage: int) -> Step:
-    """An engine built exactly as `pharia.train.loop.train` builds it, at `zero_stage`."""
+    """An engine built exactly as `pharia.train.loop.train` builds it, at `zero_stage`.
+
+    ZeRO-3 replaces `torch.nn.functional.linear` with its own autograd function process-wide, and
+    on purpose keeps it replaced ("This will persist unless manually reset", DeepSpeed 0.19.8,
+    `zero.Init(mem_efficient_linear=True)`, the default). Left in place, every candidate built or
+    stepped after it would run ZeRO-3's linear instead of torch's (a bare tiny-model step measured
+    ~2% slower with it), so the replacement is scoped to this engine's steps: installed for its
+    forward/backward/step, the original put back in between.
+    """
     import deepspeed
     import torch
+    import torch.nn.functional as F
 
     from pharia.train.deepspeed_config import SCHEDULE_FIRST_ITERATION, build_deepspeed_config
     from pharia.train.loop import optimizer_groups
 
     tcfg = cfg.train.model_copy(update={"zero_stage": zero_stage})
     model = fresh_model(cfg, tcfg.activation_checkpointing)
+    original_linear = F.linear
     engine, _, _, scheduler = deepspeed.initialize(
         model=model,
         model_parameters=optimizer_groups(model, tcfg.weight_decay),
         config=build_deepspeed_config(tcfg, torch.distributed.get_world_size()),
     )
+    engine_linear = F.linear  # zero3_linear_wrap under ZeRO-3, unchanged otherwise
+    F.linear = original_linear
     scheduler.step(SCHEDULE_FIRST_ITERATION)
     engine.train()
 
     def step(i: int) -> float:
         inputs, targets = batches[i]
-        loss = engine(inputs, targets).loss
-        engine.backward(loss)
-        engine.step()
+        F.linear = engine_linear
+        try:
+            loss = engine(inputs, targets).loss
+            engine.backward(loss)
+            engine.step()
+        finally:
+            F.linear = original_linear
         return float(loss.detach())
 
     return step
@@ -381,9 +421,8 @@ def shape_of(cfg: Any) -> dict[str, Any]:
 def bench_train_step(cfg: Any, shards_dir: Path, s: Settings) -> dict[str, Any]:
     import torch
 
-    from pharia.train.loop import init_distributed, quiet_deepspeed_logs
+    from pharia.train.loop import init_distributed
 
-    quiet_deepspeed_logs()
     init_distributed("cpu", 0)  # gloo; DeepSpeed's shm_comm op skipped as in the trainer
     assert torch.distributed.get_world_size() == 1
     batches = fixed_batches(shards_dir, cfg, s.warmup + s.rounds * s.steps)
@@ -464,35 +503,48 @@ def print_table(report: dict[str, Any]) -> None:
 
     machine = report["machine"]
     table = Table(
-        title=f"pharia benchmarks ({report['settings']['profile']}, {report['wall_s']:.0f} s)",
+        title=f"pharia benchmarks - {report['settings']['profile']} run, {report['wall_s']:.0f} s",
         caption=(
-            f"{machine['cpus_usable']} CPUs, {machine['torch_threads']} torch threads, torch {machine['torch']}, "
-            f"deepspeed {machine.get('deepspeed', '?')}; ratio = median of per-round ratios [lowest, highest]"
+            f"* baseline. ratio: median over interleaved rounds of the per-round ratio; range: lowest-highest "
+            f"round. {machine['cpus_usable']} CPUs, {machine['torch_threads']} torch threads, torch "
+            f"{machine['torch']}, deepspeed {machine.get('deepspeed', '?')}"
         ),
     )
-    for column, justify in (
-        ("benchmark", "left"),
-        ("candidate", "left"),
-        ("median", "right"),
-        ("ratio vs baseline", "right"),
-        ("round range", "right"),
-        ("samples", "right"),
-    ):
-        table.add_column(column, justify=justify)
+    table.add_column("benchmark", no_wrap=True)
+    table.add_column("candidate", no_wrap=True)
+    table.add_column("median", justify="right", no_wrap=True)
+    table.add_column("ratio", justify="right", no_wrap=True)
+    table.add_column("range", justify="right", no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
     for bench_name, bench in report["benchmarks"].items():
-        unit = "ms/step" if bench["metric"] == "step_ms" else "tokens/s"
+        step = bench["metric"] == "step_ms"
         for i, (name, c) in enumerate(bench["candidates"].items()):
-            label = f"{name} (baseline)" if name == bench["baseline"] else name
             table.add_row(
                 bench_name if i == 0 else "",
-                label,
-                f"{c['median']:,.1f} {unit}",
+                f"{name}*" if name == bench["baseline"] else name,
+                f"{c['median']:.1f} ms" if step else f"{c['median'] / 1000:.1f}k tok/s",
                 f"{c['ratio']:.2f}x",
-                f"[{c['ratio_min']:.2f}, {c['ratio_max']:.2f}]",
+                f"{c['ratio_min']:.2f}-{c['ratio_max']:.2f}",
                 str(c["samples"]),
             )
         table.add_section()
     Console().print(table)
+
+
+def busy_note(report: dict[str, Any]) -> str | None:
+    """A warning when other processes took a noticeable share of the CPUs during a benchmark."""
+    busy = {
+        name: bench["others_cpu_per_wall"]
+        for name, bench in report["benchmarks"].items()
+        if (bench.get("others_cpu_per_wall") or 0.0) > OTHERS_CPU_NOTE
+    }
+    if not busy:
+        return None
+    detail = ", ".join(f"{name}: {value:.2f} CPUs" for name, value in busy.items())
+    return (
+        f"note: other processes were using the CPUs during the run ({detail} on average); interleaving keeps "
+        "ratios fair only on average - see each ratio's range, or rerun on a quiet machine"
+    )
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
@@ -533,9 +585,17 @@ def main(argv: list[str] | None = None) -> int:
             if name not in selected:
                 continue
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-            t0 = time.perf_counter()
+            t0, cpu0, busy0 = time.perf_counter(), time.process_time(), machine_busy_s()
             results[name] = runner(cfg, shards, settings)
-            results[name]["wall_s"] = time.perf_counter() - t0
+            wall = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+            busy1 = machine_busy_s()
+            results[name]["wall_s"] = wall
+            results[name]["cpu_per_wall"] = cpu / wall  # CPUs this process kept busy, on average
+            # CPUs that everything else kept busy meanwhile: the noise the interleaving has to absorb
+            results[name]["others_cpu_per_wall"] = (
+                max(0.0, (busy1 - busy0 - cpu) / wall) if busy0 is not None and busy1 is not None else None
+            )
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     machine["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -555,6 +615,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     write_report(args.out, report)
     print_table(report)
+    busy = busy_note(report)
+    if busy:
+        print(busy, file=sys.stderr)
     print(f"report: {args.out}", file=sys.stderr)
     if bad:
         print(f"non-finite results: {', '.join(bad)}", file=sys.stderr)
