@@ -18,6 +18,7 @@ if str(REPO_ROOT) not in sys.path:
 from pharia import environment  # noqa: E402
 
 environment.configure()
+environment.prepare_prefect_home()
 
 from prefect import flow  # noqa: E402
 

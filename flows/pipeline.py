@@ -19,6 +19,7 @@ if str(REPO_ROOT) not in sys.path:  # deployments load this file by path
 from pharia import environment  # noqa: E402
 
 environment.configure()
+environment.prepare_prefect_home()
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402

@@ -31,8 +31,15 @@ def configure(workspace: Workspace | None = None) -> Workspace:
     ws = workspace or Workspace.from_env()
     os.environ.setdefault("PHARIA_HOME", str(ws.home))
     os.environ.setdefault("PREFECT_HOME", str(ws.prefect_home))
-    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ws.torch_extensions))
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
     return ws
+
+
+def prepare_prefect_home() -> Path:
+    """Create PREFECT_HOME before Prefect is imported (it warns and falls back otherwise). Called by
+    the entry points that use Prefect, so that `pharia --help` writes nothing to the workspace."""
+    home = Path(os.environ["PREFECT_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    return home

@@ -44,7 +44,10 @@ class PlatformError(RuntimeError):
 def _platform(configure: bool = False) -> Platform:
     """`up` sets the process environment its children inherit; `down`/`status` only read paths (and
     must not create a workspace where there is none)."""
-    workspace = environment.configure(Workspace.from_env()) if configure else Workspace.from_env()
+    workspace = Workspace.from_env()
+    if configure:
+        environment.configure(workspace)
+        environment.prepare_prefect_home()
     return Platform(workspace, Ports.from_env())
 
 
