@@ -15,6 +15,9 @@ Benchmarks (all on the model shape of a preset, tiny by default; fp32, CPU):
                            Ratio: step ms / off step ms (the price of recomputation).
   heldout_eval             pharia.evaluate.heldout.heldout_metrics on synthetic shards at batch size 8
                            vs 1, same windows. Ratio: tokens/s / batch-1 tokens/s (higher is better).
+  model (section `model_benchmarks`, see benchmarks/model_bench.py): forward+backward of dynamic sparse
+                           vs dense attention at T = 512/1024/2048, and MoE vs dense MLP at equal
+                           active parameters. Ratio: step ms / dense step ms. Skipped with --only.
 
 Candidates of one benchmark do the same work, and the report shows it: training candidates start from
 the same weights and see the same batches and LR schedule, so their losses agree (max difference
@@ -596,6 +599,13 @@ def main(argv: list[str] | None = None) -> int:
             results[name]["others_cpu_per_wall"] = (
                 max(0.0, (busy1 - busy0 - cpu) / wall) if busy0 is not None and busy1 is not None else None
             )
+        model_results: dict[str, Any] = {}
+        if not args.only:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from model_bench import run_model_benchmarks
+
+            print("[bench] model (sparse attention, MoE) ...", file=sys.stderr, flush=True)
+            model_results = run_model_benchmarks(settings, interleave, summarise)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     machine["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -606,15 +616,18 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "wall_s": time.perf_counter() - started,
         "benchmarks": {name: results[name] for name in BENCHMARKS if name in results},
+        "model_benchmarks": model_results,
     }
     bad = [
         f"{b}/{n}"
-        for b, bench in report["benchmarks"].items()
+        for b, bench in {**report["benchmarks"], **model_results}.items()
         for n, c in bench["candidates"].items()
         if not (math.isfinite(c["median"]) and math.isfinite(c["ratio"]))
     ]
     write_report(args.out, report)
     print_table(report)
+    if model_results:
+        print_table({**report, "benchmarks": model_results})
     busy = busy_note(report)
     if busy:
         print(busy, file=sys.stderr)

@@ -72,6 +72,18 @@ class DataConfig(Strict):
     min_doc_chars: int = Field(default=20, ge=1, description="shorter documents are filtered")
     heldout_fraction: float = Field(default=0.05, gt=0, lt=0.5)
     toxicity_threshold: float = Field(default=0.5, gt=0, le=1, description="documents above are filtered")
+    quality_threshold: float = Field(
+        default=0.75, ge=0, le=1, description="documents whose quality score (share of heuristics passed) is below"
+    )
+    quality_min_words: int = Field(default=50, ge=1, description="prose with fewer words fails the word_count rule")
+    allowed_languages: list[str] = Field(
+        default=["en", "de", "fr", "es", "it", "pt", "nl"],
+        min_length=1,
+        description="ISO 639-1 codes kept by the language filter (the code domain is exempt)",
+    )
+    near_duplicate_threshold: float = Field(
+        default=0.8, gt=0, le=1, description="estimated Jaccard similarity of 5-word shingles above which"
+    )
     vocab_size: int = Field(default=4096, ge=300)
     seq_len: int = Field(default=128, ge=8)
     seed: int = 0
@@ -114,7 +126,15 @@ class ModelConfig(Strict):
     n_experts: int = Field(default=1, ge=1, description="1 = dense Swish MLP, >1 = mixture of experts")
     top_k: int = Field(default=1, ge=1)
     attention: Literal["dense", "sparse"] = "dense"
-    sparse_window: int = Field(default=64, ge=1)
+    sparse_window: int = Field(default=64, ge=1, description="sparse mode: causal local window in tokens")
+    sparse_block_size: int = Field(default=64, ge=1, description="sparse mode: key/query block size")
+    sparse_top_k_blocks: int = Field(
+        default=2, ge=0, description="sparse mode: earlier key blocks each query block selects by score"
+    )
+    capacity_factor: float | None = Field(
+        default=1.25, gt=0, description="MoE: expert capacity = factor · tokens · top_k / experts; None = no limit"
+    )
+    router_z_loss_coef: float = Field(default=1e-3, ge=0, description="MoE: weight of the router z-loss")
     share_group: int = Field(default=1, ge=1, description="consecutive layers sharing one block's weights")
     tie_embeddings: bool = True
     dropout: float = Field(default=0.0, ge=0, lt=1)

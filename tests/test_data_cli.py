@@ -30,11 +30,19 @@ def params(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.integration  # the whole chain in a child process: ~15 s of CPU
-def test_prepare_writes_all_four_stage_dirs(params: Path, tmp_path: Path) -> None:
+def test_prepare_writes_stage_dirs_and_the_output_contract(params: Path, tmp_path: Path) -> None:
     proc = _run("prepare", "--config", str(params), "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["ingest", "shards", "tokenizer", "validation"]
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == [
+        "clean",
+        "ingest",
+        "manifest.json",
+        "quarantine",
+        "shards",
+        "tokenizer",
+        "validation",
+    ]
     assert summary["validation"]["success"] is True
     manifest = json.loads((tmp_path / "x" / "shards" / "manifest.json").read_text())
     assert manifest["validation"]["data_docs"] == summary["validation"]["data_docs"]

@@ -75,6 +75,9 @@ def test_bad_values_in_stats_are_caught(ingested: tuple[DataConfig, Path], tmp_p
     table["toxicity"][0] = 0.99
     table["doc_id"][1] = table["doc_id"][2]
     table["domain"][3] = "poetry"
+    table["language"][4] = "tlh"  # Klingon: not in the allowed set
+    table["pii_residue"][5] = 2  # an e-mail address the scrubber missed
+    table["quality"][6] = 0.1  # below the quality filter's threshold
     pq.write_table(pa.table(table), broken / "stats.parquet")
     with pytest.raises(DataValidationError) as info:
         validate(broken, cfg, tmp_path / "val")
@@ -83,6 +86,9 @@ def test_bad_values_in_stats_are_caught(ingested: tuple[DataConfig, Path], tmp_p
         "expect_column_values_to_be_between(toxicity)",
         "expect_column_values_to_be_unique(doc_id)",
         "expect_column_values_to_be_in_set(domain)",
+        "expect_column_values_to_be_in_set(language)",
+        "expect_column_values_to_be_between(pii_residue)",
+        "expect_column_values_to_be_between(quality)",
     } <= failed
     assert "poetry" in str(info.value)
 

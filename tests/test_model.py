@@ -94,9 +94,11 @@ def test_sliding_window_mask_matches_definition() -> None:
 
 
 def test_sparse_attention_sees_only_the_window() -> None:
-    """One layer, window w: token p influences outputs p .. p+w-1 and nothing from p+w on."""
+    """One layer, window w (blocks of 1, none selected): token p influences outputs p .. p+w-1 and
+    nothing from p+w on."""
     window = 4
-    model = seeded_model(small_cfg(n_layers=1, attention="sparse", sparse_window=window))
+    cfg = small_cfg(n_layers=1, attention="sparse", sparse_window=window, sparse_block_size=1, sparse_top_k_blocks=0)
+    model = seeded_model(cfg)
     ids = torch.randint(0, VOCAB, (1, 20))
     base = model(ids).logits
     changed = ids.clone()
@@ -156,7 +158,7 @@ def test_every_token_goes_to_top_k_distinct_experts_with_softmax_gates() -> None
     best = routing.probs.topk(2, dim=-1).indices
     assert torch.equal(routing.experts, best)
     # and the output is exactly the gated sum of the chosen experts' outputs
-    out, _ = moe(tokens[None])
+    out, _, _ = moe(tokens[None])
     for t in (0, 17, 49):
         expected = sum(
             routing.gates[t, s] * moe.experts[int(routing.experts[t, s])](tokens[t : t + 1])[0] for s in range(2)

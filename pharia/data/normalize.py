@@ -18,8 +18,8 @@ CONTROL_TABLE = str.maketrans("", "", _CONTROLS)
 TRAILING_SPACE = re.compile(r"[ \t\u00a0\u3000]+$", re.MULTILINE)
 BLANK_RUNS = re.compile(r"\n{3,}")
 
-# Counted, not scrubbed: a later issue replaces these with a PII scrubber; the count shows how much
-# it will have to do. Phones need a separator structure so that years and numbers do not match.
+# Shared with the scrubber (pharia.data.pii), which adds IBANs, cards and IPv6.
+# Phones need a separator structure so that years and numbers do not match.
 EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 IPV4 = re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b")
 PHONE = re.compile(

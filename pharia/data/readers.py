@@ -19,6 +19,7 @@ Item = Record | Quarantined
 Reader = Callable[[Path, str, str], Iterator[Item]]
 
 BOM = "\ufeff"
+BINARY_SNIFF = 8000  # bytes looked at for a NUL, as git does
 
 
 def _decode(data: bytes, source: str, file: str, line: int) -> str | Quarantined:
@@ -96,6 +97,10 @@ def read_text(path: Path, source: str, text_field: str) -> Iterator[Item]:
         data = path.read_bytes()
     except OSError as exc:
         yield _unreadable(source, path, exc)
+        return
+    nul = data.find(b"\x00", 0, BINARY_SNIFF)
+    if nul >= 0:  # git's rule: a NUL byte near the start means binary (images, archives, compiled files)
+        yield Quarantined(source, str(path), 0, "binary_file", f"NUL byte at offset {nul}", raw_text(data[:200]))
         return
     decoded = _decode(data, source, str(path), 0)
     yield decoded if isinstance(decoded, Quarantined) else Record(source, str(path), 0, decoded)

@@ -61,14 +61,15 @@ def _validation_summary(validation_dir: Path | None, ingest_dir: Path) -> dict[s
     return {k: summary[k] for k in ("success", "evaluated", "successful", "data_docs")}
 
 
-def _ingest_summary(report: dict[str, Any]) -> dict[str, Any]:
+def _ingest_summary(report: dict[str, Any], tokens: dict[str, int]) -> dict[str, Any]:
+    """The ingest's accounting per source and in total, with the tokens each source put in the shards."""
     keys = ("rows_in", "kept", "filtered", "quarantined", "chars")
     return {
         "sources": {
-            name: {"domain": entry["domain"], **{k: entry[k] for k in keys}}
+            name: {"domain": entry["domain"], **{k: entry[k] for k in keys}, "tokens": tokens.get(name, 0)}
             for name, entry in report["sources"].items()
         },
-        "totals": {k: report["totals"][k] for k in keys},
+        "totals": {**{k: report["totals"][k] for k in keys}, "tokens": sum(tokens.values())},
         "splits": report.get("splits", {}),
     }
 
@@ -80,8 +81,9 @@ class _ShardWriter:
         self.root, self.dtype = root, dtype
         self.handles: dict[tuple[str, str], IO[bytes]] = {}
         self.tokens: dict[tuple[str, str], int] = {}
+        self.source_tokens: dict[str, int] = {}
 
-    def write(self, split: str, domain: str, ids: np.ndarray) -> None:
+    def write(self, split: str, domain: str, ids: np.ndarray, source: str) -> None:
         key = (split, domain)
         if key not in self.handles:
             (self.root / split).mkdir(parents=True, exist_ok=True)
@@ -89,6 +91,7 @@ class _ShardWriter:
             self.tokens[key] = 0
         self.handles[key].write(ids.astype(self.dtype).tobytes())
         self.tokens[key] += int(ids.size)
+        self.source_tokens[source] = self.source_tokens.get(source, 0) + int(ids.size)
 
     def close(self) -> None:
         for handle in self.handles.values():
@@ -104,7 +107,7 @@ def _encode_all(ingest_dir: Path, tokenizer: Any, writer: _ShardWriter, eos_id: 
             ids = np.asarray([*encoding.ids, eos_id], dtype=np.int64)
             if ids.max(initial=0) > limit:
                 raise DataError(f"token id {int(ids.max())} does not fit {writer.dtype}")
-            writer.write(row["split"], row["domain"], ids)
+            writer.write(row["split"], row["domain"], ids, row["source"])
         batch.clear()
 
     for row in iter_documents(ingest_dir):
@@ -168,7 +171,7 @@ def pack(
                 }
                 for domain, target in cfg.domain_targets().items()
             },
-            "ingest": _ingest_summary(report),
+            "ingest": _ingest_summary(report, writer.source_tokens),
             "validation": validation,
             "data_config_sha256": sha256_json(cfg.model_dump(mode="json")),
         }

@@ -4,7 +4,8 @@ Three small tables are validated, each with its own suite, in one FILE data cont
 `out_dir/gx/` so the suites, results and Data Docs stay inspectable next to `validation.json`:
 
 - `document_stats` (stats.parquet): row count, non-null keys, length bounds, toxicity bound,
-  domain and split values, duplicate rate, unique doc ids;
+  domain and split values, language in the allowed set (or `code` for the code domain), quality
+  score at or above the filter's threshold, zero PII residue after scrubbing, duplicate rate, unique doc ids;
 - `domain_shares` (derived, one row per configured domain): |achieved - target| share within the
   tolerance, achieved counted in characters of kept documents;
 - `row_accounting` (derived from ingest_report.json, one row per source): rows_in equals
@@ -21,13 +22,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pharia.classifiers.language import CODE
 from pharia.config import DataConfig
 from pharia.data.manifest import atomic_dir, atomic_write_json, sha256_file
 from pharia.errors import DataError, DataValidationError
 
 # The DataConfig fields this stage reads (its DVC params): thresholds, domains and targets, length bounds.
-VALIDATE_FIELDS = ("validation", "sources", "min_doc_chars", "max_doc_chars")
-KEY_COLUMNS = ("doc_id", "source", "domain", "split", "n_chars", "toxicity", "sha256")
+VALIDATE_FIELDS = (
+    "validation",
+    "sources",
+    "min_doc_chars",
+    "max_doc_chars",
+    "allowed_languages",
+    "quality_threshold",
+)
+KEY_COLUMNS = ("doc_id", "source", "domain", "split", "n_chars", "language", "quality", "toxicity", "sha256")
 SPLITS = ("train", "heldout")
 DOCS_SITE = Path("gx/uncommitted/data_docs/local_site")
 SHOWN_VALUES = 5
@@ -89,6 +98,9 @@ def _suites(cfg: DataConfig) -> dict[str, list[Any]]:
             gxe.ExpectColumnValuesToBeBetween(column="toxicity", min_value=0.0, max_value=v.max_toxicity),
             gxe.ExpectColumnValuesToBeInSet(column="domain", value_set=sorted(cfg.domain_targets())),
             gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+            gxe.ExpectColumnValuesToBeInSet(column="language", value_set=sorted({*cfg.allowed_languages, CODE})),
+            gxe.ExpectColumnValuesToBeBetween(column="quality", min_value=cfg.quality_threshold, max_value=1.0),
+            gxe.ExpectColumnValuesToBeBetween(column="pii_residue", min_value=0, max_value=0),
             gxe.ExpectColumnMeanToBeBetween(column="is_duplicate", min_value=0.0, max_value=v.max_duplicate_rate),
             gxe.ExpectColumnValuesToBeUnique(column="doc_id"),
         ],

@@ -2,8 +2,10 @@
 
 Prompts of different lengths are left-padded into one batch and the model gets an attention mask,
 so each row is computed exactly as it would be alone (positions count real tokens only, padding is
-never attended to). Without a KV cache each new token re-runs the whole context, truncated to the
-model's `max_seq_len`; a later issue adds the cache behind the same function.
+never attended to). With the KV cache (default) the prompt is run once and each new token costs one
+position per layer; when the context reaches `max_seq_len` the cache is rebuilt from the last
+`max_seq_len` tokens, so the result is exactly what re-running the truncated context gives
+(`use_cache=False`, kept as the reference the cache is tested against).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def generate(
     eos_token_id: int | None = None,
     pad_token_id: int | None = None,
     generator: torch.Generator | None = None,
+    use_cache: bool = True,
 ) -> list[list[int]]:
     """Continuations (new tokens only) of each prompt, at most `max_new_tokens` each.
 
@@ -82,10 +85,19 @@ def generate(
     try:
         finished = torch.zeros(len(rows), dtype=torch.bool, device=device)
         window = model.cfg.max_seq_len
+        cache = None
+        use_cache = use_cache and hasattr(model, "new_cache")  # stand-in models may lack a cache
         for _ in range(max_new_tokens):
-            context, context_real = ids[:, -window:], real[:, -window:]
-            mask = None if bool(context_real.all()) else context_real
-            logits = model(context, attention_mask=mask).logits[:, -1, :]
+            if use_cache and cache is not None and cache.length < window:
+                context_real = real[:, -cache.length - 1 :]
+                mask = None if bool(context_real.all()) else context_real
+                logits = model(ids[:, -1:], attention_mask=mask, cache=cache).logits[:, -1, :]
+            else:  # first step, no cache, or the context just reached max_seq_len: (re)build
+                cache = model.new_cache() if use_cache else None
+                context, context_real = ids[:, -window:], real[:, -window:]
+                mask = None if bool(context_real.all()) else context_real
+                extra = {"cache": cache} if cache is not None else {}
+                logits = model(context, attention_mask=mask, **extra).logits[:, -1, :]
             token = sample_next_token(logits, temperature, top_p, generator)
             stopped = token == eos_token_id if eos_token_id is not None else torch.zeros_like(finished)
             for index in torch.nonzero(~finished & ~stopped).flatten().tolist():

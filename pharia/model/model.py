@@ -4,7 +4,10 @@ Pre-norm blocks (RMSNorm → attention, RMSNorm → Swish MLP or mixture of Swis
 positions. Cross-layer sharing (`share_group`) stores n_layers / share_group blocks and applies each
 to `share_group` consecutive layers; tied embeddings reuse the token embedding as the output
 projection. Both are visible in `num_parameters()`: `total` counts what the forward pass applies,
-`unique` what is stored.
+`unique` what is stored. `forward(..., cache=model.new_cache())` decodes incrementally with a KV
+cache (one cache entry per applied layer, so shared blocks keep separate caches); MoE blocks return
+the load-balancing and router z-losses and keep per-expert load for `moe_stats()`. Parameter and
+FLOP accounting for `pharia model info` and the trainer's MFU lives in `pharia.model.flops`.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from pharia.config import ModelConfig
-from pharia.model.attention import CausalSelfAttention, build_attention_mask
+from pharia.model.attention import AttentionSpec, CausalSelfAttention, KVCache, LayerCache
 from pharia.model.layers import RMSNorm, RotaryEmbedding, SwiGLU, default_d_ff
-from pharia.model.moe import MixtureOfExperts
+from pharia.model.moe import ExpertLoad, MixtureOfExperts
 
 IGNORE_INDEX = -100
 INIT_STD = 0.02
@@ -29,7 +32,8 @@ INIT_STD = 0.02
 
 class ModelOutput(NamedTuple):
     """`loss` is the mean cross-entropy over targets != -100 (None without targets); `aux_loss` the
-    mean MoE load-balancing loss over layers (None for a dense model), for the trainer to weight.
+    mean MoE load-balancing loss over layers and `z_loss` the mean router z-loss (both None for a
+    dense model), for the trainer to weight.
 
     A NamedTuple rather than a dataclass: DeepSpeed ZeRO-3 finds the output tensors of a module
     (to hook its backward) only inside tuples, lists and dicts.
@@ -38,6 +42,7 @@ class ModelOutput(NamedTuple):
     logits: torch.Tensor
     loss: torch.Tensor | None = None
     aux_loss: torch.Tensor | None = None
+    z_loss: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class ParamCounts:
 
 
 class Block(nn.Module):
-    """One pre-norm transformer layer; returns (hidden, MoE aux loss or None)."""
+    """One pre-norm transformer layer; returns (hidden, MoE aux loss, router z-loss), None when dense."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -61,19 +66,26 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp: nn.Module
         if cfg.n_experts > 1:
-            self.mlp = MixtureOfExperts(cfg.d_model, d_ff, cfg.n_experts, cfg.top_k, cfg.dropout)
+            self.mlp = MixtureOfExperts(
+                cfg.d_model, d_ff, cfg.n_experts, cfg.top_k, cfg.dropout, capacity_factor=cfg.capacity_factor
+            )
         else:
             self.mlp = SwiGLU(cfg.d_model, d_ff, cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask)
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        spec: AttentionSpec,
+        cache: LayerCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        x = x + self.attn(self.attn_norm(x), cos, sin, spec, cache)
         hidden = self.mlp_norm(x)
         if isinstance(self.mlp, MixtureOfExperts):
-            out, aux = self.mlp(hidden)
-            return x + out, aux
-        return x + self.mlp(hidden), None
+            out, aux, z_loss = self.mlp(hidden)
+            return x + out, aux, z_loss
+        return x + self.mlp(hidden), None, None
 
 
 class PhariaLM(nn.Module):
@@ -128,40 +140,68 @@ class PhariaLM(nn.Module):
             active -= self.cfg.n_layers * (self.cfg.n_experts - self.cfg.top_k) * expert
         return ParamCounts(total=total, unique=unique, active=active)
 
+    def moe_stats(self) -> dict[str, float]:
+        """Expert load of the last forward, for logging (empty for a dense model).
+
+        `expert_load_max`: the busiest expert's share of processed assignments times n_experts
+        (1.0 = perfectly balanced, n_experts = one expert takes everything), max over blocks;
+        `moe_drop_rate`: share of token-to-expert assignments dropped over capacity, all blocks.
+        """
+        loads = [b.mlp.last_stats for b in self.blocks if isinstance(b.mlp, MixtureOfExperts)]
+        stats = [s for s in loads if isinstance(s, ExpertLoad)]
+        if not stats:
+            return {}
+        imbalance = max(float(s.tokens.max()) * len(s.tokens) / max(1, int(s.tokens.sum())) for s in stats)
+        dropped = sum(s.dropped for s in stats) / max(1, sum(s.assignments for s in stats))
+        return {"expert_load_max": imbalance, "moe_drop_rate": dropped}
+
+    def new_cache(self) -> KVCache:
+        """An empty KV cache for incremental decoding with `forward(..., cache=)`."""
+        return KVCache.empty(self.cfg.n_layers)
+
     # -------------------------------------------------------------------------------- forward
     def forward(
         self,
         input_ids: torch.Tensor,
         targets: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> ModelOutput:
         """`input_ids` (B, T); `targets` (B, T) with -100 for ignored positions; `attention_mask`
         (B, T) True for real tokens (left padding in batched generation): positions then count real
-        tokens only and padded keys are hidden."""
+        tokens only and padded keys are hidden. With a `cache` (see `new_cache`), `input_ids` are
+        the next T tokens after the cached ones, `attention_mask` covers cached and new positions,
+        and the cache is extended in place."""
         batch, seq = input_ids.shape
-        if seq > self.cfg.max_seq_len:
-            raise ValueError(f"sequence of {seq} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
+        past = cache.length if cache is not None else 0
+        if past + seq > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {past + seq} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
         device = input_ids.device
         if attention_mask is None:
-            positions = torch.arange(seq, device=device)
+            positions = torch.arange(past, past + seq, device=device)
             key_padding = None
         else:
             key_padding = attention_mask.to(device=device, dtype=torch.bool)
-            positions = (key_padding.long().cumsum(dim=-1) - 1).clamp(min=0)
+            positions = (key_padding.long().cumsum(dim=-1) - 1).clamp(min=0)[:, past:]
         cos, sin = self.rotary(positions)
-        window = self.cfg.sparse_window if self.cfg.attention == "sparse" else None
-        mask = build_attention_mask(seq, window=window, key_padding=key_padding, device=device)
+        sparse = None
+        if self.cfg.attention == "sparse":
+            sparse = (self.cfg.sparse_window, self.cfg.sparse_block_size, self.cfg.sparse_top_k_blocks)
+        spec = AttentionSpec(key_padding=key_padding, sparse=sparse)
 
         x = self.drop(self.tok_emb(input_ids))
         aux_terms: list[torch.Tensor] = []
+        z_terms: list[torch.Tensor] = []
         recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
-        for block in self.layers():
-            if recompute:
-                x, aux = checkpoint(block, x, cos, sin, mask, use_reentrant=False)
+        for index, block in enumerate(self.layers()):
+            layer_cache = cache.layers[index] if cache is not None else None
+            if recompute and layer_cache is None:
+                x, aux, z_loss = checkpoint(block, x, cos, sin, spec, use_reentrant=False)
             else:
-                x, aux = block(x, cos, sin, mask)
-            if aux is not None:
+                x, aux, z_loss = block(x, cos, sin, spec, layer_cache)
+            if aux is not None and z_loss is not None:
                 aux_terms.append(aux)
+                z_terms.append(z_loss)
         logits = self.lm_head(self.norm(x))
 
         loss = None
@@ -170,7 +210,8 @@ class PhariaLM(nn.Module):
                 logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
             )
         aux_loss = torch.stack(aux_terms).mean() if aux_terms else None
-        return ModelOutput(logits=logits, loss=loss, aux_loss=aux_loss)
+        z_loss = torch.stack(z_terms).mean() if z_terms else None
+        return ModelOutput(logits=logits, loss=loss, aux_loss=aux_loss, z_loss=z_loss)
 
 
 def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> PhariaLM:

@@ -4,17 +4,29 @@ A linear router scores every token against every expert; softmax turns the score
 probabilities, each token goes to its `top_k` most probable experts and their outputs are mixed
 with those probabilities as gates (renormalised over the chosen experts when top_k > 1; with top_k
 = 1 the raw probability is kept as the gate, as in the Switch Transformer, so the router still
-receives gradient from the language-model loss). The Switch load-balancing loss is returned for
-the trainer to add with its own coefficient.
+receives gradient from the language-model loss).
+
+Capacity (training only): each expert takes at most C = ceil(capacity_factor · N · top_k / E) of
+the N·top_k token-to-expert assignments of a forward pass, so a skewed router cannot make one
+expert's batch (and memory) grow without bound. Assignments are admitted first choices first, then
+second choices (GShard/Switch priority), in token order; an assignment over capacity is dropped,
+its expert output is simply missing, and the token still passes through the block's residual
+connection. In eval mode nothing is dropped: inference outputs then never depend on what else is in
+the batch, which keeps KV-cached and uncached generation identical.
+
+Two auxiliary losses go back to the trainer: the Switch load-balancing loss and the router z-loss
+(ST-MoE: the mean squared log-sum-exp of the router logits, which keeps logits small so the fp32
+softmax stays well conditioned). Per-expert load and the dropped count of the last forward are kept
+in `last_stats` for logging.
 
 This is the readable reference: one loop over experts, gather and scatter-add. Every expert is
 called even when no token chose it, so every parameter takes part in every backward pass (ZeRO and
-DDP gradient hooks then see the same parameters on every rank). Capacity limits, token dropping and
-expert parallelism come with a later issue.
+DDP gradient hooks then see the same parameters on every rank). Expert parallelism is out of scope.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,11 +38,25 @@ from pharia.model.layers import SwiGLU
 
 @dataclass(frozen=True)
 class Routing:
-    """Where each of N tokens goes: `experts` (N, k) indices, `gates` (N, k) and router `probs` (N, E)."""
+    """Where each of N tokens goes: `experts` (N, k) indices, `gates` (N, k) and router `probs` (N, E);
+    `logits` (N, E) are the raw router scores (for the z-loss), None when built by hand."""
 
     experts: torch.Tensor
     gates: torch.Tensor
     probs: torch.Tensor
+    logits: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ExpertLoad:
+    """Detached statistics of one forward: `tokens` (E,) assignments each expert processed,
+    `dropped` assignments over capacity, `assignments` = N · top_k. Always tokens.sum() + dropped
+    == assignments (routing conservation)."""
+
+    tokens: torch.Tensor
+    dropped: int
+    assignments: int
+    capacity: int | None
 
 
 def load_balancing_loss(routing: Routing, n_experts: int) -> torch.Tensor:
@@ -46,32 +72,77 @@ def load_balancing_loss(routing: Routing, n_experts: int) -> torch.Tensor:
     return n_experts * torch.sum(share * mean_prob)
 
 
-class MixtureOfExperts(nn.Module):
-    """Top-k routed SwiGLU experts; `forward` returns (output, load-balancing loss)."""
+def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
+    """ST-MoE router z-loss: mean over tokens of logsumexp(router logits)², in fp32."""
+    return torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
 
-    def __init__(self, d_model: int, d_ff: int, n_experts: int, top_k: int, dropout: float = 0.0) -> None:
+
+def expert_capacity(n_tokens: int, top_k: int, n_experts: int, capacity_factor: float | None) -> int | None:
+    """Assignments one expert may take, or None for no limit."""
+    if capacity_factor is None:
+        return None
+    return max(1, math.ceil(capacity_factor * n_tokens * top_k / n_experts))
+
+
+def admitted(experts: torch.Tensor, n_experts: int, capacity: int | None) -> torch.Tensor:
+    """(N, k) bool: which assignments fit in their expert's capacity, first choices admitted first."""
+    if capacity is None:
+        return torch.ones_like(experts, dtype=torch.bool)
+    slot_major = experts.t().reshape(-1)  # all first choices, then all second choices, ...
+    one_hot = F.one_hot(slot_major, n_experts)
+    position = (one_hot.cumsum(dim=0) * one_hot).sum(dim=-1) - 1  # rank of this assignment in its expert
+    return (position < capacity).view(experts.shape[1], experts.shape[0]).t()
+
+
+class MixtureOfExperts(nn.Module):
+    """Top-k routed SwiGLU experts; `forward` returns (output, load-balancing loss, z-loss)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        n_experts: int,
+        top_k: int,
+        dropout: float = 0.0,
+        capacity_factor: float | None = None,
+    ) -> None:
         super().__init__()
         if not 1 <= top_k <= n_experts:
             raise ValueError(f"top_k must be in 1..n_experts ({n_experts}), got {top_k}")
         self.n_experts = n_experts
         self.top_k = top_k
+        self.capacity_factor = capacity_factor
         self.router = nn.Linear(d_model, n_experts, bias=False)
         self.experts = nn.ModuleList(SwiGLU(d_model, d_ff, dropout) for _ in range(n_experts))
+        self.last_stats: ExpertLoad | None = None
 
     def route(self, tokens: torch.Tensor) -> Routing:
         """Routing of `tokens` (N, d_model); probabilities and gates in fp32."""
-        probs = F.softmax(self.router(tokens).float(), dim=-1)
+        logits = self.router(tokens).float()
+        probs = F.softmax(logits, dim=-1)
         gates, experts = probs.topk(self.top_k, dim=-1)
         if self.top_k > 1:
             gates = gates / gates.sum(dim=-1, keepdim=True)
-        return Routing(experts=experts, gates=gates, probs=probs)
+        return Routing(experts=experts, gates=gates, probs=probs, logits=logits)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         tokens = x.reshape(-1, x.shape[-1])
         routing = self.route(tokens)
+        capacity = expert_capacity(tokens.shape[0], self.top_k, self.n_experts, self.capacity_factor)
+        keep = admitted(routing.experts, self.n_experts, capacity if self.training else None)
         out = torch.zeros_like(tokens)
+        processed = []
         for index, expert in enumerate(self.experts):
-            token_idx, slot = torch.where(routing.experts == index)
+            token_idx, slot = torch.where((routing.experts == index) & keep)
+            processed.append(token_idx.numel())
             gate = routing.gates[token_idx, slot].unsqueeze(-1).to(tokens.dtype)
             out = out.index_add(0, token_idx, expert(tokens[token_idx]) * gate)
-        return out.view_as(x), load_balancing_loss(routing, self.n_experts)
+        assignments = routing.experts.numel()
+        self.last_stats = ExpertLoad(
+            tokens=torch.tensor(processed),
+            dropped=assignments - sum(processed),
+            assignments=assignments,
+            capacity=capacity if self.training else None,
+        )
+        assert routing.logits is not None
+        return out.view_as(x), load_balancing_loss(routing, self.n_experts), router_z_loss(routing.logits)

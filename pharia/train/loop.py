@@ -26,6 +26,7 @@ import torch
 
 from pharia.config import PipelineConfig
 from pharia.errors import TrainingError
+from pharia.model.flops import flops_per_token
 from pharia.model.io import model_from_state, save_pretrained
 from pharia.model.model import PhariaLM
 from pharia.train.data import ShardSet, TrainBatchSampler
@@ -149,12 +150,14 @@ class _Window:
 
     def reset(self) -> None:
         self.steps, self.loss, self.aux, self.grad_norm, self.grad_norms = 0, 0.0, 0.0, 0.0, 0
+        self.z_loss = 0.0
         self.started = time.perf_counter()
 
-    def add(self, loss: float, aux: float, grad_norm: float | None) -> None:
+    def add(self, loss: float, aux: float, grad_norm: float | None, z_loss: float = 0.0) -> None:
         self.steps += 1
         self.loss += loss
         self.aux += aux
+        self.z_loss += z_loss
         if grad_norm is not None:
             self.grad_norm += grad_norm
             self.grad_norms += 1
@@ -166,6 +169,17 @@ def _grad_norm(engine: Any) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    """Peak dense bf16 FLOP/s of one known GPU, for MFU; None on CPUs and unknown cards."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
 @dataclass
@@ -188,6 +202,8 @@ def run_steps(
     tcfg = cfg.train
     moe = cfg.model.n_experts > 1
     tokens_per_step = tcfg.micro_batch_size * tcfg.grad_accum_steps * world_size * cfg.data.seq_len
+    flops = flops_per_token(cfg.model)  # model FLOPs per token (6N + attention), for TFLOP/s and MFU
+    peak = _peak_flops(device)
     history: list[list[float]] = []
     first_loss: float | None = None
     window = _Window()
@@ -197,7 +213,7 @@ def run_steps(
         for step in range(1, tcfg.max_steps + 1):
             lr = float(engine.get_lr()[0])
             # summed on the device and read once per step: one host sync, NCCL-compatible
-            totals = torch.zeros(2, dtype=torch.float32, device=device)
+            totals = torch.zeros(3, dtype=torch.float32, device=device)
             for _ in range(tcfg.grad_accum_steps):
                 inputs, targets = sampler.next_batch()
                 out = engine(inputs.to(device), targets.to(device))
@@ -206,14 +222,17 @@ def run_steps(
                 if out.aux_loss is not None:
                     loss = loss + tcfg.aux_loss_coef * out.aux_loss
                     totals[1] += out.aux_loss.detach().float()
+                if out.z_loss is not None:
+                    loss = loss + cfg.model.router_z_loss_coef * out.z_loss
+                    totals[2] += out.z_loss.detach().float()
                 engine.backward(loss)
                 engine.step()  # DeepSpeed steps the optimizer only at the accumulation boundary
             torch.distributed.all_reduce(totals)
-            step_loss, step_aux = (totals / (tcfg.grad_accum_steps * world_size)).tolist()
+            step_loss, step_aux, step_z = (totals / (tcfg.grad_accum_steps * world_size)).tolist()
             if not math.isfinite(step_loss):
                 raise TrainingError(f"training diverged: loss is {step_loss} at step {step} (lower train.lr?)")
             first_loss = step_loss if first_loss is None else first_loss
-            window.add(step_loss, step_aux, _grad_norm(engine))
+            window.add(step_loss, step_aux, _grad_norm(engine), step_z)
             progress.advance()
             if step % tcfg.log_every == 0 or step == tcfg.max_steps:
                 elapsed = max(time.perf_counter() - window.started, 1e-9)
@@ -222,10 +241,17 @@ def run_steps(
                     "lr": lr,
                     "tokens_per_s": window.steps * tokens_per_step / elapsed,
                 }
+                values["model_tflops_per_s"] = values["tokens_per_s"] * flops / 1e12
+                if peak is not None:
+                    values["mfu"] = values["tokens_per_s"] * flops / (world_size * peak)
                 if window.grad_norms:
                     values["grad_norm"] = window.grad_norm / window.grad_norms
                 if moe:
                     values["aux_loss"] = window.aux / window.steps
+                    values["z_loss"] = window.z_loss / window.steps
+                    module = getattr(engine, "module", None)
+                    if hasattr(module, "moe_stats"):
+                        values.update(module.moe_stats())  # this rank's last micro-batch
                 history.append([step, values["train_loss"]])
                 if metrics is not None:
                     metrics.log(step, **values)
