@@ -123,18 +123,8 @@ def train_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     return {"PHARIA_HOME": str(home), "TORCH_EXTENSIONS_DIR": extensions}
 
 
-@pytest.fixture(scope="session")
-def _train_mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Migrating a new MLflow SQLite store takes seconds; copying a migrated one takes milliseconds."""
-    from mlflow.tracking import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
-def train_mlflow_uri(tmp_path: Path, _train_mlflow_template: Path) -> str:
+def train_mlflow_uri(tmp_path: Path, mlflow_template_db: Path) -> str:
     path = tmp_path / "mlflow.db"
-    shutil.copy(_train_mlflow_template, path)
+    shutil.copy(mlflow_template_db, path)
     return f"sqlite:///{path}"

@@ -179,20 +179,12 @@ def seed_store(home: Path) -> Seeded:
     return Seeded(uri=ws.mlflow_uri, home=home, run_id=run_ids[0], failing_run_id=run_ids[1], report=reports["1"])
 
 
-@pytest.fixture(scope="session")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Migrating a new MLflow database takes seconds; do it once and copy the file per test."""
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
-def home(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tmp_path: Path, mlflow_template_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty workspace with a migrated database; the dashboard finds it through PHARIA_HOME."""
     home = tmp_path / "home"
     Workspace(home).ensure()
-    shutil.copyfile(template_db, home / "mlflow.db")
+    shutil.copyfile(mlflow_template_db, home / "mlflow.db")
     monkeypatch.setenv("PHARIA_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return home
