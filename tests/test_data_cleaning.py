@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from test_data_fixtures import WORDS
@@ -14,7 +15,7 @@ from test_data_fixtures import WORDS
 from pharia.classifiers.language import UNDETERMINED, detect_languages
 from pharia.config import DataConfig
 from pharia.data.ingest import FILTERS, ingest
-from pharia.data.neardup import NearDuplicateIndex, jaccard
+from pharia.data.neardup import band_keys, cluster, jaccard
 from pharia.data.quality import quality
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,11 +74,22 @@ def test_near_duplicates_found_and_distinct_texts_kept() -> None:
     words[150] = "harbour"
     variant = " ".join(words) + " Updated on Tuesday."
     assert 0.85 < jaccard(original, variant) < 1.0
-    index = NearDuplicateIndex(threshold=0.8)
-    assert index.offer("a", original) is None
-    assert index.offer("b", prose(3, words=300)) is None
-    assert index.offer("c", variant) == "a"
-    assert index.offer("d", original) == "a"  # exact copies are near-duplicates too
+    texts = [original, prose(3, words=300), variant, original, prose(4, words=300)]
+    labels = cluster(np.stack([band_keys(t, 0.8) for t in texts]))
+    # 0 represents its cluster; the variant (2) and the exact copy (3) point at it; distinct texts stay.
+    assert labels.tolist() == [0, 1, 0, 0, 4]
+
+
+def test_near_duplicate_clusters_are_transitive_and_keep_the_first_document() -> None:
+    """Clustering is connected components over equal band keys, represented by their smallest index."""
+    bands = np.array([[5, 1], [6, 2], [7, 1], [6, 3], [8, 3], [9, 9]], dtype=np.uint64)
+    # 0~2 share band 1's key 1; 1~3 share band 0's key 6; 3~4 share band 1's key 3, so 4 joins 1.
+    assert cluster(bands).tolist() == [0, 1, 0, 1, 1, 5]
+    chain = np.array([[i, i + 1] for i in range(50)], dtype=np.uint64)  # i~i+1 via alternating bands
+    chain[:, 1] = chain[:, 0] + 1
+    chain[:, 0] = np.arange(50) // 2 * 2  # pairs (0,1), (2,3), ... share band 0
+    chain[:, 1] = (np.arange(50) + 1) // 2 * 2  # pairs (1,2), (3,4), ... share band 1
+    assert cluster(chain).tolist() == [0] * 50
 
 
 def test_ingest_counts_language_quality_and_near_duplicate_filters(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -32,6 +33,7 @@ def test_outputs_and_every_row_accounted_for(run: tuple[DataConfig, Path, dict])
     cfg, out, report = run
     assert sorted(p.name for p in out.iterdir()) == [
         "documents.jsonl",
+        "filtered.jsonl",
         "ingest_report.json",
         "quarantine.jsonl",
         "stats.parquet",
@@ -60,6 +62,20 @@ def test_filters_and_quarantine_file(run: tuple[DataConfig, Path, dict]) -> None
     assert all(set(r) == {"source", "file", "line", "reason", "detail", "raw"} and len(r["raw"]) <= 2000 for r in rows)
     texts = (out / "documents.jsonl").read_text()
     assert "stupid fucking idiot" not in texts and '"tiny"' not in texts
+
+
+def test_one_filtered_record_per_filtered_row(run: tuple[DataConfig, Path, dict]) -> None:
+    """filtered.jsonl lets an auditor trace every filtered row to its file and line and see why."""
+    _, out, report = run
+    rows = [json.loads(line) for line in (out / "filtered.jsonl").read_text().splitlines()]
+    for name, entry in report["sources"].items():
+        mine = [r for r in rows if r["source"] == name]
+        assert {f: sum(r["filter"] == f for r in mine) for f in FILTERS} == entry["filtered"], name
+    assert all(set(r) == {"source", "file", "line", "filter", "detail", "doc_id", "preview"} for r in rows)
+    assert all(r["file"] and r["line"] >= 0 and r["detail"] for r in rows)
+    toxic = next(r for r in rows if r["filter"] == "toxicity")
+    assert toxic["detail"].startswith("toxicity ") and "idiot" in toxic["preview"]
+    assert all(len(r["preview"]) <= 200 for r in rows)
 
 
 def test_mixture_shares_near_targets_and_downsampling_counted(run: tuple[DataConfig, Path, dict]) -> None:
@@ -93,13 +109,14 @@ def test_stats_table_columns_and_splits(run: tuple[DataConfig, Path, dict]) -> N
     by_domain: dict[str, set[str]] = {}
     for domain, split in zip(table["domain"], table["split"], strict=True):
         by_domain.setdefault(domain, set()).add(split)
-    assert all(splits == {"train", "heldout"} for splits in by_domain.values())  # >= 1 heldout per domain
+    # >= 1 held-out and >= 1 validation document per domain (every domain has at least three)
+    assert all(splits == {"train", "validation", "heldout"} for splits in by_domain.values())
 
 
 def test_deterministic_for_a_seed_and_sensitive_to_it(run: tuple[DataConfig, Path, dict], tmp_path: Path) -> None:
     cfg, out, _ = run
     ingest(cfg, tmp_path / "again")
-    for name in ("documents.jsonl", "ingest_report.json", "quarantine.jsonl", "stats.parquet"):
+    for name in ("documents.jsonl", "filtered.jsonl", "ingest_report.json", "quarantine.jsonl", "stats.parquet"):
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
     ingest(cfg.model_copy(update={"seed": 1}), tmp_path / "other")
     assert (tmp_path / "other" / "documents.jsonl").read_bytes() != (out / "documents.jsonl").read_bytes()
@@ -134,5 +151,11 @@ def test_sampling_and_split_rules() -> None:
     taken, dropped = sample(items, budget=300, size=len, seed=3, key="s")
     assert sorted(taken + dropped) == sorted(items) and sum(map(len, taken[:-1])) < 300 <= sum(map(len, taken))
     assert sample(items, 300, len, 3, "s") == (taken, dropped)
-    splits = assign_splits({"a": "web", "b": "web", "c": "code"}, fraction=0.01, seed=0)
+    splits = assign_splits({"a": "web", "b": "web", "c": "code"}, heldout_fraction=0.01, seed=0)
     assert sorted(splits[d] for d in "ab") == ["heldout", "train"] and splits["c"] == "train"
+    # With a validation fraction, a domain of three or more documents gets one of each split.
+    three = assign_splits({"a": "web", "b": "web", "c": "web"}, 0.01, 0, validation_fraction=0.01)
+    assert sorted(three.values()) == ["heldout", "train", "validation"]
+    many = {f"d{i}": "web" for i in range(4000)}
+    counts = Counter(assign_splits(many, 0.1, 0, validation_fraction=0.2).values())
+    assert abs(counts["heldout"] / 4000 - 0.1) < 0.02 and abs(counts["validation"] / 4000 - 0.2) < 0.02

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +18,7 @@ from test_data_fixtures import data_config, write_corpus
 from pharia.config import DataConfig
 from pharia.data.ingest import ingest
 from pharia.data.manifest import atomic_dir, manifest_sha256, sha256_file
-from pharia.data.shards import pack, token_dtype, verify
+from pharia.data.shards import is_high_quality, pack, token_dtype, verify
 from pharia.data.tokenizer import load_tokenizer, train_tokenizer
 from pharia.data.validate import validate
 from pharia.errors import DataError, DataValidationError
@@ -29,6 +34,7 @@ MANIFEST_KEYS = [
     "splits",
     "files",
     "domain_shares",
+    "high_quality",
     "ingest",
     "validation",
     "data_config_sha256",
@@ -53,9 +59,10 @@ def test_manifest_shape(packed: tuple[DataConfig, Path, dict]) -> None:
     assert manifest["schema"] == "pharia.shards/v1" and manifest["dtype"] == "uint16"
     assert (manifest["vocab_size"], manifest["seq_len"]) == (cfg.vocab_size, cfg.seq_len)
     assert (manifest["eos_token_id"], manifest["pad_token_id"]) == (0, 1)
-    assert set(manifest["splits"]) == {"train", "heldout"}
+    assert set(manifest["splits"]) == {"train", "validation", "heldout", "hq"}
     domains = set(cfg.domain_targets())
     assert set(manifest["splits"]["train"]) == set(manifest["splits"]["heldout"]) == domains
+    assert set(manifest["splits"]["validation"]) == domains
     assert set(manifest["domain_shares"]) == domains
     assert abs(sum(s["achieved"] for s in manifest["domain_shares"].values()) - 1) < 1e-5
     assert manifest["validation"] == {
@@ -122,3 +129,63 @@ def test_dtype_rule_and_atomic_dir(tmp_path: Path) -> None:
             (tmp / "half.bin").write_bytes(b"x")
             raise RuntimeError("crash mid-write")
     assert list(tmp_path.iterdir()) == []
+
+
+def _pieces(path: Path, dtype: str) -> list[list[int]]:
+    tokens = np.fromfile(path, dtype=dtype)
+    return [p[:-1].tolist() for p in np.split(tokens, np.flatnonzero(tokens == 0) + 1)[:-1]]
+
+
+def test_high_quality_subset_holds_exactly_the_qualifying_training_documents(
+    packed: tuple[DataConfig, Path, dict],
+) -> None:
+    """The intermediate stage trains on `hq`: train-split documents passing the stricter bounds."""
+    cfg, root, manifest = packed
+    docs = [json.loads(line) for line in (root / "ingest" / "documents.jsonl").read_text().splitlines()]
+    tokenizer = load_tokenizer(root / "tokenizer")
+    hq = manifest["splits"]["hq"]
+    assert hq and manifest["high_quality"]["tokens"] == sum(e["tokens"] for e in hq.values())
+    for domain, entry in hq.items():
+        expected = [d["text"] for d in docs if d["domain"] == domain and is_high_quality(d, cfg)]
+        assert all(d["split"] == "train" for d in docs if is_high_quality(d, cfg))
+        assert [tokenizer.decode(p) for p in _pieces(root / "shards" / entry["file"], manifest["dtype"])] == expected
+        assert manifest["high_quality"]["documents"][domain] == len(expected)
+        assert entry["tokens"] <= manifest["splits"]["train"][domain]["tokens"]
+    assert any(not is_high_quality(d, cfg) for d in docs if d["split"] == "train")  # a real subset
+    # hq repeats train: per-source token counts (the mixture accounting) do not count it twice
+    split_tokens = sum(
+        e["tokens"] for name in ("train", "validation", "heldout") for e in manifest["splits"][name].values()
+    )
+    assert manifest["ingest"]["totals"]["tokens"] == split_tokens
+
+
+def test_pack_killed_midway_leaves_nothing_that_looks_finished_and_reruns_cleanly(
+    packed: tuple[DataConfig, Path, dict], tmp_path: Path
+) -> None:
+    cfg, root, _ = packed
+    ingest_dir = tmp_path / "ingest"
+    shutil.copytree(root / "ingest", ingest_dir)
+    lines = (ingest_dir / "documents.jsonl").read_text(encoding="utf-8")
+    (ingest_dir / "documents.jsonl").write_text(lines * 400, encoding="utf-8")  # several seconds of encoding
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    script = (
+        "import sys; from pathlib import Path; from pharia.config import DataConfig; "
+        "from pharia.data.shards import pack; a = [Path(x) for x in sys.argv[1:]]; "
+        "pack(a[0], a[1], DataConfig.model_validate_json(a[2].read_text()), a[3])"
+    )
+    args = [str(ingest_dir), str(root / "tokenizer"), str(tmp_path / "cfg.json"), str(tmp_path / "shards")]
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], env={**os.environ, "PHARIA_PROGRESS": "0"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill -9 once shard files are being written
+        partial = [p for p in tmp_path.glob(".shards.tmp-*/train/*.bin") if p.stat().st_size > 0]
+        if partial:
+            break
+        assert proc.poll() is None, "pack finished before it could be killed: make the corpus larger"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert partial and not (tmp_path / "shards").exists()  # only a hidden temporary directory is left
+    manifest = pack(ingest_dir, root / "tokenizer", cfg, tmp_path / "shards")
+    verify(tmp_path / "shards")
+    assert not list(tmp_path.glob(".shards.*"))  # the rerun removed the dead writer's leftovers
+    assert manifest["ingest"]["totals"]["tokens"] > 0

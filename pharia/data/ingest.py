@@ -1,39 +1,55 @@
-"""Ingest stage: sources -> normalised, filtered, mixture-sampled documents with a split each.
+"""Ingest stage: sources -> normalised, filtered, mixture-sampled documents with a split each,
+streamed so that memory does not grow with the text of the corpus.
 
 Every input row ends in exactly one bucket, counted per source: kept, filtered (too_short,
 exact_duplicate, language, quality, toxicity, near_duplicate, mixture_downsample, applied in that
-order) or quarantined (unreadable row, with its reason). Near-duplicates are removed after the
-content filters so a cluster is always represented by a document that is itself eligible. The
-report checks rows_in == kept + filtered + quarantined for every source
-before anything is published, and the whole output directory appears atomically.
+order) or quarantined (unreadable row, with its reason). The report checks rows_in == kept +
+filtered + quarantined for every source before anything is published, and the whole output
+directory appears atomically.
 
-Outputs in `out_dir`: documents.jsonl, stats.parquet, quarantine.jsonl, ingest_report.json.
-A new stage between normalisation and sampling is another named filter in `FILTERS` and another
-pass over the candidates.
+How it streams (three passes, text held for one batch of `STREAM_BATCH` documents at a time):
+1. read -> normalise -> too_short -> exact dedup (a set of 64-bit digests) -> PII scrub -> per
+   batch: language, quality, toxicity -> the survivors go to a spool file on disk with their LSH
+   band keys (pharia.data.neardup.BandWriter);
+2. near-duplicate clusters from the band keys (a sort per band, numpy) and the mixture sample,
+   both over small per-document arrays (doc digest, size, source);
+3. the spool is read back once: sampled documents go to documents.jsonl + stats.parquet (written in
+   row groups), the rest to filtered.jsonl.
+Near-duplicates are removed after the content filters, so a cluster is always represented by a
+document that is itself eligible. RAM per document read: ~70 bytes (exact-dedup digest); per
+document surviving the content filters: ~30 bytes (digest, size, source index, duplicate credit)
+plus a few numpy arrays of 8 bytes during clustering. `make bench` measures it.
+
+Outputs in `out_dir`: documents.jsonl, stats.parquet, quarantine.jsonl, filtered.jsonl (one record
+per filtered row: filter, detail, PII-scrubbed preview), ingest_report.json.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 from pharia.classifiers.language import CODE, IDENTIFIER_NAME, detect_languages
 from pharia.classifiers.toxicity import CLASSIFIER_NAME, toxicity_by_language
 from pharia.classifiers.wordlist import WORDLIST_NAME
 from pharia.config import ConfigError, DataConfig, SourceConfig, sha256_json
-from pharia.data.manifest import atomic_dir, atomic_write_json, sha256_text
+from pharia.data.manifest import atomic_dir, atomic_write_json, remove_stale_siblings, sha256_text, temp_sibling
 from pharia.data.mixture import SAMPLING_RULE, assign_splits, sample, source_budgets
 from pharia.data.neardup import LIBRARY_NAME as NEAR_DUPLICATE_LIBRARY
-from pharia.data.neardup import NUM_PERM, SHINGLE, NearDuplicateIndex
+from pharia.data.neardup import NUM_PERM, SHINGLE, BandWriter, cluster, lsh_params
 from pharia.data.normalize import normalize_text, text_stats, truncate
 from pharia.data.pii import PII_LIBRARY, PII_TYPES, PLACEHOLDERS, residue, scrub
 from pharia.data.progress import progress
 from pharia.data.quality import quality
-from pharia.data.records import Quarantined
+from pharia.data.records import PREVIEW_LIMIT, Filtered, Quarantined
 from pharia.data.sources import check_sources, read_source, source_origin
 
 FILTERS = (
@@ -53,6 +69,7 @@ INGEST_FIELDS = (
     "max_doc_chars",
     "min_doc_chars",
     "heldout_fraction",
+    "validation_fraction",
     "toxicity_threshold",
     "quality_threshold",
     "quality_min_words",
@@ -60,8 +77,9 @@ INGEST_FIELDS = (
     "near_duplicate_threshold",
     "seed",
 )
-IGNORED_FIELDS = ("vocab_size", "seq_len", "validation")
-TOXICITY_BATCH = 512
+IGNORED_FIELDS = ("vocab_size", "seq_len", "validation", "tokenizer", "gpt2_vocab_file", "domain_tags", "high_quality")
+STREAM_BATCH = 512  # documents scored together (language ID and toxicity are batched); bounds the text in RAM
+STATS_ROW_GROUP = 8192
 ENGLISH_SCORER = f"{CLASSIFIER_NAME}, length-weighted mean over paragraphs"
 EMPTY_DETAIL = "empty or whitespace-only after normalisation"
 PII_MARGIN = 200  # characters scrubbed beyond max_doc_chars: longer than any PII value
@@ -88,21 +106,67 @@ STATS_COLUMNS = (
 )
 
 
+def _digest64(text: str) -> int:
+    """First 64 bits of the sha256 of the text: the exact-dedup key and the doc id's suffix."""
+    return int(sha256_text(text)[:16], 16)
+
+
+def doc_id_of(source: str, digest: int) -> str:
+    return f"{source}-{digest:016x}"
+
+
 @dataclass
 class Candidate:
-    """A document that passed reading and the text filters, waiting for the mixture."""
+    """A document that passed reading and the text filters, on its way through the content filters."""
 
-    doc_id: str
     source: str
     domain: str
+    file: str
+    line: int
+    digest: int
     text: str
     toxicity: float = 0.0
     language: str = ""
     quality: float = 0.0
     quality_failed: tuple[str, ...] = ()
-    # Rows removed as exact or near duplicates of this document (it represents their cluster).
-    duplicates_removed: int = 0
     pii: Counter[str] = field(default_factory=Counter)  # values scrubbed, per type
+
+    @property
+    def doc_id(self) -> str:
+        return doc_id_of(self.source, self.digest)
+
+    def spool_line(self) -> str:
+        row = {
+            "source": self.source,
+            "domain": self.domain,
+            "file": self.file,
+            "line": self.line,
+            "digest": self.digest,
+            "language": self.language,
+            "quality": self.quality,
+            "quality_failed": list(self.quality_failed),
+            "toxicity": self.toxicity,
+            "pii": dict(self.pii),
+            "text": self.text,
+        }
+        return json.dumps(row, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_spool(cls, line: str) -> Candidate:
+        row = json.loads(line)
+        return cls(
+            source=row["source"],
+            domain=row["domain"],
+            file=row["file"],
+            line=row["line"],
+            digest=row["digest"],
+            text=row["text"],
+            toxicity=row["toxicity"],
+            language=row["language"],
+            quality=row["quality"],
+            quality_failed=tuple(row["quality_failed"]),
+            pii=Counter(row["pii"]),
+        )
 
 
 @dataclass
@@ -130,187 +194,268 @@ class SourceCounts:
         }
 
 
-def _read_candidates(
-    cfg: DataConfig, counts: dict[str, SourceCounts], quarantine: IO[str]
-) -> dict[str, list[Candidate]]:
-    """Read, normalise and apply the text filters (too_short, exact_duplicate) to every source.
-    Exact duplicates are detected across sources: the first occurrence (config order) is kept."""
-    seen: dict[str, Candidate] = {}
-    pools: dict[str, list[Candidate]] = {}
-    for src in cfg.sources:
-        tally, pool = counts[src.name], pools.setdefault(src.name, [])
-        with progress(f"read {src.name}") as advance:
-            for item in read_source(src):
-                tally.rows_in += 1
-                advance(1)
-                if isinstance(item, Quarantined):
-                    tally.quarantined[item.reason] += 1
-                    quarantine.write(json.dumps(item.as_json(), ensure_ascii=False) + "\n")
-                    continue
-                text = normalize_text(item.text)
-                if not text.strip():
-                    empty = Quarantined(src.name, item.file, item.line, "empty_text", EMPTY_DETAIL, item.text)
-                    tally.quarantined[empty.reason] += 1
-                    quarantine.write(json.dumps(empty.as_json(), ensure_ascii=False) + "\n")
-                    continue
-                if len(text) < cfg.min_doc_chars:
-                    tally.filtered["too_short"] += 1
-                    continue
-                digest = sha256_text(text)
-                if digest in seen:
-                    tally.filtered["exact_duplicate"] += 1
-                    seen[digest].duplicates_removed += 1
-                    continue
-                # Scrub only what can be kept (scrubbing is the costliest step of reading), plus a margin so a
-                # value across the cut is replaced whole, never left as a fragment; then cut.
-                scrubbed, pii = scrub(text[: cfg.max_doc_chars + PII_MARGIN])
-                stored = truncate(scrubbed, cfg.max_doc_chars)
-                tally.truncated += len(text) > cfg.max_doc_chars
-                seen[digest] = Candidate(f"{src.name}-{digest[:16]}", src.name, src.domain, stored, pii=pii)
-                pool.append(seen[digest])
-    return pools
+def _jsonl(fh: IO[str], record: Filtered | Quarantined) -> None:
+    fh.write(json.dumps(record.as_json(), ensure_ascii=False) + "\n")
 
 
-def _drop(
-    pools: dict[str, list[Candidate]], counts: dict[str, SourceCounts], name: str, keep: Callable[[Candidate], bool]
-) -> None:
-    """Remove the candidates `keep` rejects, counting them under filter `name` per source."""
-    for source, pool in pools.items():
-        kept = [c for c in pool if keep(c)]
-        counts[source].filtered[name] += len(pool) - len(kept)
-        pools[source] = kept
+class _FirstPass:
+    """Pass 1: read every source, apply the text and content filters, spool the survivors.
+
+    Keeps per surviving document only its digest, size and source index (arrays), and per read
+    document its exact-dedup digest (a set), so memory is independent of document length."""
+
+    def __init__(self, cfg: DataConfig, counts: dict[str, SourceCounts], spool_dir: Path, out: dict[str, IO[str]]):
+        self.cfg, self.counts, self.out = cfg, counts, out
+        self.allowed = set(cfg.allowed_languages)
+        self.seen: set[int] = set()  # digests of every readable, long-enough document
+        self.exact_credit: Counter[int] = Counter()  # digest -> exact duplicates removed
+        self.spool = (spool_dir / "candidates.jsonl").open("w", encoding="utf-8")
+        self.bands = BandWriter(spool_dir / "bands.u64", cfg.near_duplicate_threshold)
+        self.source_index = {src.name: i for i, src in enumerate(cfg.sources)}
+        self.survivor_source = array("H")  # per spooled document: index of its source in cfg.sources
+        self.survivor_digest = array("Q")
+        self.survivor_chars = array("q")
+
+    def run(self) -> None:
+        for src in self.cfg.sources:
+            batch: list[Candidate] = []
+            with progress(f"read {src.name}") as advance:
+                for item in read_source(src):
+                    advance(1)
+                    candidate = self._read(src, item)
+                    if candidate is not None:
+                        batch.append(candidate)
+                    if len(batch) >= STREAM_BATCH:
+                        self._content_filters(batch)
+                        batch = []
+            if batch:
+                self._content_filters(batch)
+        self.spool.close()
+
+    def _filter(self, c: Any, name: str, detail: str, preview: str = "") -> None:
+        self.counts[c.source].filtered[name] += 1
+        doc_id = c.doc_id if isinstance(c, Candidate) else ""
+        _jsonl(self.out["filtered"], Filtered(c.source, c.file, c.line, name, detail, doc_id, preview))
+
+    def _read(self, src: SourceConfig, item: Any) -> Candidate | None:
+        """Account one row; return it as a candidate when it passes the text filters."""
+        tally = self.counts[src.name]
+        tally.rows_in += 1
+        if isinstance(item, Quarantined):
+            tally.quarantined[item.reason] += 1
+            _jsonl(self.out["quarantine"], item)
+            return None
+        text = normalize_text(item.text)
+        if not text.strip():
+            empty = Quarantined(src.name, item.file, item.line, "empty_text", EMPTY_DETAIL, item.text)
+            tally.quarantined[empty.reason] += 1
+            _jsonl(self.out["quarantine"], empty)
+            return None
+        if len(text) < self.cfg.min_doc_chars:
+            detail = f"{len(text)} characters < min_doc_chars {self.cfg.min_doc_chars}"
+            self._filter(item, "too_short", detail, scrub(text)[0])
+            return None
+        digest = _digest64(text)
+        if digest in self.seen:
+            self.exact_credit[digest] += 1
+            detail = f"same text as an earlier document (id suffix {digest:016x}); the first occurrence is kept"
+            self._filter(item, "exact_duplicate", detail)
+            return None
+        self.seen.add(digest)
+        # Scrub only what can be kept (scrubbing is the costliest step of reading), plus a margin so a
+        # value across the cut is replaced whole, never left as a fragment; then cut.
+        scrubbed, pii = scrub(text[: self.cfg.max_doc_chars + PII_MARGIN])
+        tally.truncated += len(text) > self.cfg.max_doc_chars
+        stored = truncate(scrubbed, self.cfg.max_doc_chars)
+        return Candidate(src.name, src.domain, item.file, item.line, digest, stored, pii=pii)
+
+    def _content_filters(self, batch: list[Candidate]) -> None:
+        prose = [c for c in batch if c.domain != "code"]
+        for candidate, language in zip(prose, detect_languages([c.text for c in prose]), strict=True):
+            candidate.language = language
+        survivors = []
+        for c in batch:
+            if c.domain == "code":
+                c.language = CODE
+            if c.language != CODE and c.language not in self.allowed:
+                self._filter(c, "language", f"language '{c.language}' not in allowed_languages", c.text)
+                continue
+            result = quality(c.text, c.domain, self.cfg.quality_min_words)
+            c.quality, c.quality_failed = result.score, result.failed
+            if c.quality < self.cfg.quality_threshold:
+                failed = ", ".join(c.quality_failed)
+                detail = f"quality {c.quality:.3f} < {self.cfg.quality_threshold}; failed: {failed}"
+                self._filter(c, "quality", detail, c.text)
+                continue
+            survivors.append(c)
+        scores, _ = toxicity_by_language([c.text for c in survivors], [c.language for c in survivors])
+        for c, score in zip(survivors, scores, strict=True):
+            c.toxicity = float(score)
+            if c.toxicity > self.cfg.toxicity_threshold:
+                self._filter(c, "toxicity", f"toxicity {c.toxicity:.3f} > {self.cfg.toxicity_threshold}", c.text)
+                continue
+            self.spool.write(c.spool_line())
+            self.bands.add(c.text)
+            self.survivor_source.append(self.source_index[c.source])
+            self.survivor_digest.append(c.digest)
+            self.survivor_chars.append(len(c.text))
 
 
-def _language_filter(cfg: DataConfig, pools: dict[str, list[Candidate]], counts: dict[str, SourceCounts]) -> None:
-    """Tag every candidate with its language (code: `CODE`) and drop prose outside the allowed set."""
-    prose = [c for pool in pools.values() for c in pool if c.domain != "code"]
-    with progress("language", total=len(prose)) as advance:
-        for start in range(0, len(prose), TOXICITY_BATCH):
-            batch = prose[start : start + TOXICITY_BATCH]
-            for candidate, language in zip(batch, detect_languages([c.text for c in batch]), strict=True):
-                candidate.language = language
-            advance(len(batch))
-    allowed = set(cfg.allowed_languages)
-    for pool in pools.values():
-        for candidate in pool:
-            if candidate.domain == "code":
-                candidate.language = CODE
-    _drop(pools, counts, "language", lambda c: c.language == CODE or c.language in allowed)
+@dataclass
+class _Selection:
+    """Pass 2's decisions over the spooled documents, by spool index."""
+
+    labels: np.ndarray  # near-duplicate cluster representative (== own index when not a duplicate)
+    taken: np.ndarray  # bool: sampled into the mixture
+    credit: np.ndarray  # rows removed as exact or near duplicates of this document
+    splits: dict[str, str]  # doc_id -> split, for the taken documents
+    budgets: dict[str, float]
+    source_names: list[str]
+    sources: np.ndarray  # index into source_names
+    digests: np.ndarray
+
+    def doc_id(self, index: int) -> str:
+        return doc_id_of(self.source_names[int(self.sources[index])], int(self.digests[index]))
 
 
-def _quality_filter(cfg: DataConfig, pools: dict[str, list[Candidate]], counts: dict[str, SourceCounts]) -> None:
-    total = sum(len(pool) for pool in pools.values())
-    with progress("quality", total=total) as advance:
-        for pool in pools.values():
-            for candidate in pool:
-                result = quality(candidate.text, candidate.domain, cfg.quality_min_words)
-                candidate.quality, candidate.quality_failed = result.score, result.failed
-            advance(len(pool))
-    _drop(pools, counts, "quality", lambda c: c.quality >= cfg.quality_threshold)
+def _select(cfg: DataConfig, first: _FirstPass) -> _Selection:
+    """Near-duplicate clusters, duplicate credits, the mixture sample and the splits."""
+    n = len(first.survivor_digest)
+    labels = cluster(first.bands.close())
+    sources = np.frombuffer(first.survivor_source, dtype=np.uint16) if n else np.zeros(0, np.uint16)
+    digests = np.frombuffer(first.survivor_digest, dtype=np.uint64) if n else np.zeros(0, np.uint64)
+    chars = np.frombuffer(first.survivor_chars, dtype=np.int64) if n else np.zeros(0, np.int64)
+    credit = np.fromiter((first.exact_credit.get(int(d), 0) for d in digests), dtype=np.int64, count=n)
+    duplicate = labels != np.arange(n)
+    # A near duplicate hands its own credit (exact copies of it) and itself to its representative.
+    np.add.at(credit, labels[duplicate], credit[duplicate] + 1)
+    credit[duplicate] = 0
 
-
-def _near_duplicate_filter(cfg: DataConfig, pools: dict[str, list[Candidate]], counts: dict[str, SourceCounts]) -> None:
-    """Keep the first document (config order, then reading order) of every near-duplicate cluster."""
-    index = NearDuplicateIndex(cfg.near_duplicate_threshold)
-    by_id = {c.doc_id: c for pool in pools.values() for c in pool}
-    duplicates: set[str] = set()
-    with progress("near_duplicate", total=len(by_id)) as advance:
-        for pool in pools.values():
-            for candidate in pool:
-                first = index.offer(candidate.doc_id, candidate.text)
-                if first is not None:
-                    duplicates.add(candidate.doc_id)
-                    by_id[first].duplicates_removed += 1 + candidate.duplicates_removed
-            advance(len(pool))
-    _drop(pools, counts, "near_duplicate", lambda c: c.doc_id not in duplicates)
-
-
-def _toxicity_filter(cfg: DataConfig, pools: dict[str, list[Candidate]], counts: dict[str, SourceCounts]) -> None:
-    """Score every candidate (batched, with the scorer of its language) and drop those above the threshold."""
-    everything = [c for pool in pools.values() for c in pool]
-    with progress("toxicity", total=len(everything)) as advance:
-        for start in range(0, len(everything), TOXICITY_BATCH):
-            batch = everything[start : start + TOXICITY_BATCH]
-            scores, _ = toxicity_by_language([c.text for c in batch], [c.language for c in batch])
-            for candidate, score in zip(batch, scores, strict=True):
-                candidate.toxicity = float(score)
-            advance(len(batch))
-    _drop(pools, counts, "toxicity", lambda c: c.toxicity <= cfg.toxicity_threshold)
-
-
-def _sample_mixture(
-    cfg: DataConfig, pools: dict[str, list[Candidate]], counts: dict[str, SourceCounts]
-) -> tuple[list[Candidate], dict[str, float]]:
     budgets = source_budgets({s.name: s.weight for s in cfg.sources}, cfg.target_chars)
-    kept: list[Candidate] = []
-    for src in cfg.sources:
-        taken, dropped = sample(pools[src.name], budgets[src.name], lambda c: len(c.text), cfg.seed, src.name)
-        counts[src.name].filtered["mixture_downsample"] += len(dropped)
-        counts[src.name].kept = len(taken)
-        counts[src.name].chars = sum(len(c.text) for c in taken)
-        for c in taken:
-            counts[src.name].pii.update(c.pii)
-        kept.extend(taken)
-    return kept, budgets
+    taken = np.zeros(n, dtype=bool)
+    for index, src in enumerate(cfg.sources):
+        pool = np.flatnonzero((sources == index) & ~duplicate)
+        picked, _ = sample(pool, budgets[src.name], lambda i: int(chars[i]), cfg.seed, src.name)
+        taken[np.asarray(picked, dtype=np.int64)] = True
+    names = [src.name for src in cfg.sources]
+    domains = {
+        doc_id_of(names[sources[i]], int(digests[i])): cfg.sources[sources[i]].domain for i in np.flatnonzero(taken)
+    }
+    splits = assign_splits(domains, cfg.heldout_fraction, cfg.seed, cfg.validation_fraction)
+    return _Selection(labels, taken, credit, splits, budgets, names, sources, digests)
 
 
-def _stats_table(docs: list[Candidate], splits: dict[str, str]) -> dict[str, list[Any]]:
-    columns: dict[str, list[Any]] = {name: [] for name in STATS_COLUMNS}
-    seen: set[str] = set()
-    for doc in docs:
-        digest = sha256_text(doc.text)
-        row = {
-            "doc_id": doc.doc_id,
-            "source": doc.source,
-            "domain": doc.domain,
-            "split": splits[doc.doc_id],
-            **text_stats(doc.text),
-            "language": doc.language,
-            "quality": doc.quality,
-            "quality_failed": ",".join(doc.quality_failed),
-            "toxicity": doc.toxicity,
-            "pii_count": sum(doc.pii.values()),  # values scrubbed (replaced by placeholders)
-            **{f"pii_{kind}": doc.pii.get(kind, 0) for kind in PII_TYPES},
-            "pii_residue": residue(doc.text),  # what the detectors still find: the suite expects 0
-            "is_duplicate": digest in seen,  # of the stored (possibly truncated) text
-            "duplicate_cluster": doc.doc_id,  # kept documents represent their cluster
-            "duplicates_removed": doc.duplicates_removed,
-            "sha256": digest,
-        }
-        seen.add(digest)
-        for name in STATS_COLUMNS:
-            columns[name].append(row[name])
-    return columns
+class _StatsWriter:
+    """stats.parquet written in row groups, so the table never has to fit in memory at once."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.pa = pa
+        self.schema = pa.schema(
+            [
+                ("doc_id", pa.string()),
+                ("source", pa.string()),
+                ("domain", pa.string()),
+                ("split", pa.string()),
+                ("n_chars", pa.int64()),
+                ("n_words", pa.int64()),
+                ("alpha_ratio", pa.float64()),
+                ("symbol_ratio", pa.float64()),
+                ("language", pa.string()),
+                ("quality", pa.float64()),
+                ("quality_failed", pa.string()),
+                ("toxicity", pa.float64()),
+                ("pii_count", pa.int64()),
+                *((f"pii_{kind}", pa.int64()) for kind in PII_TYPES),
+                ("pii_residue", pa.int64()),
+                ("is_duplicate", pa.bool_()),
+                ("duplicate_cluster", pa.string()),
+                ("duplicates_removed", pa.int64()),
+                ("sha256", pa.string()),
+            ]
+        )
+        self.writer = pq.ParquetWriter(path, self.schema)
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= STATS_ROW_GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.writer.write_table(self.pa.Table.from_pylist(self.rows, schema=self.schema))
+            self.rows = []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
 
 
-def _write_stats(path: Path, columns: dict[str, list[Any]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _spooled(path: Path) -> Iterator[Candidate]:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            yield Candidate.from_spool(line)
 
-    schema = pa.schema(
-        [
-            ("doc_id", pa.string()),
-            ("source", pa.string()),
-            ("domain", pa.string()),
-            ("split", pa.string()),
-            ("n_chars", pa.int64()),
-            ("n_words", pa.int64()),
-            ("alpha_ratio", pa.float64()),
-            ("symbol_ratio", pa.float64()),
-            ("language", pa.string()),
-            ("quality", pa.float64()),
-            ("quality_failed", pa.string()),
-            ("toxicity", pa.float64()),
-            ("pii_count", pa.int64()),
-            *((f"pii_{kind}", pa.int64()) for kind in PII_TYPES),
-            ("pii_residue", pa.int64()),
-            ("is_duplicate", pa.bool_()),
-            ("duplicate_cluster", pa.string()),
-            ("duplicates_removed", pa.int64()),
-            ("sha256", pa.string()),
-        ]
-    )
-    pq.write_table(pa.table(columns, schema=schema), path)
+
+def _write_outputs(
+    cfg: DataConfig, spool: Path, sel: _Selection, counts: dict[str, SourceCounts], tmp: Path, filtered: IO[str]
+) -> tuple[Counter[str], Counter[str]]:
+    """Pass 3: sampled documents to documents.jsonl + stats.parquet, the rest to filtered.jsonl.
+    Returns characters per domain and documents per split."""
+    chars_by_domain: Counter[str] = Counter()
+    split_docs: Counter[str] = Counter()
+    kept_digests: set[str] = set()
+    stats = _StatsWriter(tmp / "stats.parquet")
+    threshold = cfg.near_duplicate_threshold
+    with (tmp / "documents.jsonl").open("w", encoding="utf-8") as docs, progress("write", total=len(sel.taken)) as bar:
+        for index, doc in enumerate(_spooled(spool)):
+            bar(1)
+            tally = counts[doc.source]
+            representative = int(sel.labels[index])
+            if representative != index:
+                tally.filtered["near_duplicate"] += 1
+                detail = f"near duplicate (estimated Jaccard >= {threshold}) of {sel.doc_id(representative)}"
+                record = Filtered(doc.source, doc.file, doc.line, "near_duplicate", detail, doc.doc_id, doc.text)
+                _jsonl(filtered, record)
+                continue
+            if not sel.taken[index]:
+                tally.filtered["mixture_downsample"] += 1
+                detail = f"source budget of {round(sel.budgets[doc.source])} characters reached"
+                _jsonl(filtered, Filtered(doc.source, doc.file, doc.line, "mixture_downsample", detail, doc.doc_id))
+                continue
+            split = sel.splits[doc.doc_id]
+            tally.kept += 1
+            tally.chars += len(doc.text)
+            tally.pii.update(doc.pii)
+            chars_by_domain[doc.domain] += len(doc.text)
+            split_docs[split] += 1
+            row = {"doc_id": doc.doc_id, "source": doc.source, "domain": doc.domain, "split": split}
+            extra = {"quality": doc.quality, "toxicity": doc.toxicity}
+            docs.write(json.dumps({**row, **extra, "text": doc.text}, ensure_ascii=False) + "\n")
+            digest = sha256_text(doc.text)
+            stats.add(
+                {
+                    **row,
+                    **text_stats(doc.text),
+                    "language": doc.language,
+                    "quality": doc.quality,
+                    "quality_failed": ",".join(doc.quality_failed),
+                    "toxicity": doc.toxicity,
+                    "pii_count": sum(doc.pii.values()),  # values scrubbed (replaced by placeholders)
+                    **{f"pii_{kind}": doc.pii.get(kind, 0) for kind in PII_TYPES},
+                    "pii_residue": residue(doc.text),  # what the detectors still find: the suite expects 0
+                    "is_duplicate": digest in kept_digests,  # of the stored (possibly truncated) text
+                    "duplicate_cluster": doc.doc_id,  # kept documents represent their cluster
+                    "duplicates_removed": int(sel.credit[index]),
+                    "sha256": digest,
+                }
+            )
+            kept_digests.add(digest)
+    stats.close()
+    return chars_by_domain, split_docs
 
 
 def domain_shares(cfg: DataConfig, chars_by_domain: dict[str, int]) -> dict[str, dict[str, float]]:
@@ -357,54 +502,65 @@ def ingest(cfg: DataConfig, out_dir: Path) -> dict[str, Any]:
         )
     check_sources(cfg)  # a missing corpus fails in milliseconds, before any reading
     counts = {src.name: SourceCounts() for src in cfg.sources}
-    with atomic_dir(out_dir) as tmp:
-        with (tmp / "quarantine.jsonl").open("w", encoding="utf-8") as quarantine:
-            pools = _read_candidates(cfg, counts, quarantine)
-        _language_filter(cfg, pools, counts)
-        _quality_filter(cfg, pools, counts)
-        _toxicity_filter(cfg, pools, counts)
-        _near_duplicate_filter(cfg, pools, counts)
-        docs, budgets = _sample_mixture(cfg, pools, counts)
-        splits = assign_splits({d.doc_id: d.domain for d in docs}, cfg.heldout_fraction, cfg.seed)
-        unbalanced = [name for name, tally in counts.items() if not tally.balanced()]
-        if unbalanced:  # a bug, not a data problem: refuse to publish counts that do not add up
-            raise AssertionError(f"row accounting does not add up for sources: {', '.join(unbalanced)}")
-
-        with (tmp / "documents.jsonl").open("w", encoding="utf-8") as fh:
-            for doc in docs:
-                row = {"doc_id": doc.doc_id, "source": doc.source, "domain": doc.domain}
-                fh.write(json.dumps({**row, "split": splits[doc.doc_id], "text": doc.text}, ensure_ascii=False) + "\n")
-        _write_stats(tmp / "stats.parquet", _stats_table(docs, splits))
-
-        chars_by_domain: Counter[str] = Counter()
-        split_docs: Counter[str] = Counter()
-        for doc in docs:
-            chars_by_domain[doc.domain] += len(doc.text)
-            split_docs[splits[doc.doc_id]] += 1
-        report = {
-            "schema": "pharia.ingest/v1",
-            "ingest_config_sha256": sha256_json(cfg.model_dump(mode="json", include=set(INGEST_FIELDS))),
-            "seed": cfg.seed,
-            "filters": list(FILTERS),
-            "toxicity_classifier": CLASSIFIER_NAME,
-            "toxicity_classifiers": {"en": ENGLISH_SCORER, "code": ENGLISH_SCORER, "other": WORDLIST_NAME},
-            "toxicity_threshold": cfg.toxicity_threshold,
-            "language_identifier": IDENTIFIER_NAME,
-            "allowed_languages": list(cfg.allowed_languages),
-            "quality_threshold": cfg.quality_threshold,
-            "pii": {"detector": PII_LIBRARY, "placeholders": PLACEHOLDERS},
-            "near_duplicates": {
-                "library": NEAR_DUPLICATE_LIBRARY,
-                "threshold": cfg.near_duplicate_threshold,
-                "num_perm": NUM_PERM,
-                "shingle_words": SHINGLE,
-            },
-            "target_chars": cfg.target_chars,
-            "sampling": SAMPLING_RULE,
-            "sources": {src.name: _source_entry(src, counts[src.name], budgets[src.name]) for src in cfg.sources},
-            "totals": _totals(counts),
-            "splits": {"train": split_docs["train"], "heldout": split_docs["heldout"]},
-            "domain_shares": domain_shares(cfg, chars_by_domain),
-        }
-        atomic_write_json(tmp / "ingest_report.json", report)
+    out_dir = Path(out_dir)
+    remove_stale_siblings(out_dir)
+    spool_dir = temp_sibling(out_dir, "spool")
+    try:
+        with atomic_dir(out_dir) as tmp:
+            with (
+                (tmp / "quarantine.jsonl").open("w", encoding="utf-8") as quarantine,
+                (tmp / "filtered.jsonl").open("w", encoding="utf-8") as filtered,
+            ):
+                first = _FirstPass(cfg, counts, spool_dir, {"quarantine": quarantine, "filtered": filtered})
+                first.run()
+                selection = _select(cfg, first)
+                chars_by_domain, split_docs = _write_outputs(
+                    cfg, spool_dir / "candidates.jsonl", selection, counts, tmp, filtered
+                )
+            unbalanced = [name for name, tally in counts.items() if not tally.balanced()]
+            if unbalanced:  # a bug, not a data problem: refuse to publish counts that do not add up
+                raise AssertionError(f"row accounting does not add up for sources: {', '.join(unbalanced)}")
+            report = _report(cfg, counts, selection.budgets, chars_by_domain, split_docs)
+            atomic_write_json(tmp / "ingest_report.json", report)
+    finally:
+        shutil.rmtree(spool_dir, ignore_errors=True)
     return report
+
+
+def _report(
+    cfg: DataConfig,
+    counts: dict[str, SourceCounts],
+    budgets: dict[str, float],
+    chars_by_domain: Counter[str],
+    split_docs: Counter[str],
+) -> dict[str, Any]:
+    bands, rows = lsh_params(cfg.near_duplicate_threshold)
+    return {
+        "schema": "pharia.ingest/v1",
+        "ingest_config_sha256": sha256_json(cfg.model_dump(mode="json", include=set(INGEST_FIELDS))),
+        "seed": cfg.seed,
+        "filters": list(FILTERS),
+        "toxicity_classifier": CLASSIFIER_NAME,
+        "toxicity_classifiers": {"en": ENGLISH_SCORER, "code": ENGLISH_SCORER, "other": WORDLIST_NAME},
+        "toxicity_threshold": cfg.toxicity_threshold,
+        "language_identifier": IDENTIFIER_NAME,
+        "allowed_languages": list(cfg.allowed_languages),
+        "quality_threshold": cfg.quality_threshold,
+        "pii": {"detector": PII_LIBRARY, "placeholders": PLACEHOLDERS},
+        "near_duplicates": {
+            "library": NEAR_DUPLICATE_LIBRARY,
+            "threshold": cfg.near_duplicate_threshold,
+            "num_perm": NUM_PERM,
+            "shingle_words": SHINGLE,
+            "bands": bands,
+            "rows_per_band": rows,
+            "clustering": "connected components over equal LSH band keys; first document kept",
+        },
+        "target_chars": cfg.target_chars,
+        "sampling": SAMPLING_RULE,
+        "streaming": {"batch_documents": STREAM_BATCH, "preview_chars": PREVIEW_LIMIT},
+        "sources": {src.name: _source_entry(src, counts[src.name], budgets[src.name]) for src in cfg.sources},
+        "totals": _totals(counts),
+        "splits": {split: split_docs[split] for split in ("train", "validation", "heldout")},
+        "domain_shares": domain_shares(cfg, chars_by_domain),
+    }

@@ -79,16 +79,51 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, dumps_json(obj))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_siblings(final: Path) -> list[Path]:
+    """Delete the temporary siblings (`.<name>.<kind>-<pid>-*`) that a killed writer of `final` left
+    behind, so a rerun after kill -9 starts clean; those of a live process are left alone."""
+    final = Path(final).absolute()
+    removed = []
+    for kind in ("tmp", "old", "spool"):
+        for path in final.parent.glob(f".{final.name}.{kind}-*"):
+            pid = path.name.removeprefix(f".{final.name}.{kind}-").split("-", 1)[0]
+            if pid.isdigit() and _pid_alive(int(pid)):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def temp_sibling(final: Path, kind: str) -> Path:
+    """A new empty directory next to `final`, named after it, its purpose and this process."""
+    final = Path(final).absolute()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.{kind}-{os.getpid()}-", dir=final.parent))
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield an empty temporary directory; on success it replaces `final`, on error it is removed.
 
     The temporary directory is a sibling of `final` (same filesystem, so the rename is atomic). An
-    existing `final` is moved aside first and deleted only after the new one is in place.
+    existing `final` is moved aside first and deleted only after the new one is in place. A process
+    killed midway leaves only a hidden temporary sibling, never a `final` that looks finished, and
+    the next writer removes that leftover first.
     """
     final = Path(final).absolute()
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_stale_siblings(final)
+    tmp = temp_sibling(final, "tmp")
     tmp.chmod(0o777 & ~_umask())  # mkdtemp creates 0700; the result is an ordinary directory
     try:
         yield tmp
@@ -97,7 +132,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         raise
     old: Path | None = None
     if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        old = temp_sibling(final, "old")
         os.replace(final, old / final.name)
     os.replace(tmp, final)
     if old is not None:

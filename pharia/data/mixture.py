@@ -54,12 +54,23 @@ def split_score(doc_id: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def assign_splits(domains: dict[str, str], fraction: float, seed: int) -> dict[str, str]:
-    """`heldout` for documents whose score is below `fraction`, else `train`; then, per domain with
-    at least two documents, make sure there is at least one held-out and one training document
-    (the lowest score is moved to heldout, the highest to train), so every domain can be evaluated."""
+def assign_splits(
+    domains: dict[str, str], heldout_fraction: float, seed: int, validation_fraction: float = 0.0
+) -> dict[str, str]:
+    """`heldout` for documents whose score is below `heldout_fraction`, `validation` below
+    `heldout_fraction + validation_fraction`, else `train`. Then, per domain, make sure every split
+    that can exist does: with at least two documents one held-out (the lowest score) and one
+    training document (the highest), with at least three and a validation fraction one validation
+    document (the lowest-scoring training document), so every domain can be evaluated."""
     scores = {doc_id: split_score(doc_id, seed) for doc_id in domains}
-    split = {doc_id: "heldout" if score < fraction else "train" for doc_id, score in scores.items()}
+    split = {
+        doc_id: "heldout"
+        if score < heldout_fraction
+        else "validation"
+        if score < heldout_fraction + validation_fraction
+        else "train"
+        for doc_id, score in scores.items()
+    }
     by_domain: dict[str, list[str]] = {}
     for doc_id, domain in domains.items():
         by_domain.setdefault(domain, []).append(doc_id)
@@ -67,8 +78,12 @@ def assign_splits(domains: dict[str, str], fraction: float, seed: int) -> dict[s
         if len(ids) < 2:
             continue
         ranked = sorted(ids, key=lambda d: (scores[d], d))
-        if all(split[d] == "train" for d in ids):
+        if all(split[d] != "heldout" for d in ids):
             split[ranked[0]] = "heldout"
-        if all(split[d] == "heldout" for d in ids):
+        if all(split[d] != "train" for d in ids):
             split[ranked[-1]] = "train"
+        trains = [d for d in ranked if split[d] == "train"]
+        has_validation = any(split[d] == "validation" for d in ids)
+        if validation_fraction > 0 and len(ids) >= 3 and len(trains) >= 2 and not has_validation:
+            split[trains[0]] = "validation"
     return split

@@ -1,6 +1,7 @@
-"""The two things a source yields: a document it could read, or a row it had to quarantine.
+"""The two things a source yields: a document it could read, or a row it had to quarantine; and
+the record the ingest writes for a readable row that a filter removed.
 
-Both carry where they came from (source, file, line) so every input row can be traced from the
+All carry where they came from (source, file, line) so every input row can be traced from the
 ingest report back to a line of a file. `line` is the 1-based line (jsonl, lines), the 1-based row
 (parquet), the first line of a chunk (shakespeare) or 0 when the record is a whole file.
 """
@@ -47,3 +48,31 @@ def raw_text(data: bytes | str) -> str:
     if isinstance(data, bytes):
         data = data.decode("utf-8", errors="backslashreplace")
     return data[:RAW_LIMIT]
+
+
+PREVIEW_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Filtered:
+    """A readable row a filter removed: which filter, why (`detail`: the score, the rule, the document
+    it duplicates), and a PII-scrubbed preview of its text, so an auditor can check the decision."""
+
+    source: str
+    file: str
+    line: int
+    filter: str
+    detail: str
+    doc_id: str = ""
+    preview: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "file": self.file,
+            "line": self.line,
+            "filter": self.filter,
+            "detail": self.detail,
+            "doc_id": self.doc_id,
+            "preview": self.preview[:PREVIEW_LIMIT],
+        }

@@ -1,5 +1,12 @@
 """Pack stage: documents -> flat token files per split and domain + manifest.json.
 
+Splits: `train`, `validation` (loss during training), `heldout` (perplexity per domain after it)
+and `hq`, the high-quality subset of `train` for the intermediate training stage: training
+documents of the configured domains whose quality score and toxicity pass `data.high_quality`'s
+stricter bounds (they are in `train` too). Tokenisation is parallel: `encode_batch` runs on all
+cores through the tokenizers library's Rayon pool (enabled for this stage even where
+TOKENIZERS_PARALLELISM=false guards forked data loaders).
+
 Each `<split>/<domain>.bin` is a raw little-endian array (uint16 when the vocabulary fits, else
 uint32) readable with `numpy.memmap(path, dtype=manifest["dtype"], mode="r")`; every document is
 followed by the eos id, so the trainer can cut windows anywhere and still see boundaries. The
@@ -10,8 +17,12 @@ of every file. `manifest.json` is the contract with training and evaluation (sch
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,13 +30,14 @@ import numpy as np
 
 from pharia.config import DataConfig, sha256_json
 from pharia.data.manifest import atomic_dir, atomic_write_json, sha256_file
-from pharia.data.tokenizer import EOS_TOKEN, PAD_TOKEN, TOKENIZER_FILE, iter_documents, load_tokenizer
+from pharia.data.tokenizer import TOKENIZER_FILE, iter_documents, load_tokenizer, special_token_ids
 from pharia.data.validate import failure_message
 from pharia.errors import DataError, DataValidationError
 
 SCHEMA = "pharia.shards/v1"
-SPLITS = ("train", "heldout")
-ENCODE_BATCH = 256
+SPLITS = ("train", "validation", "heldout")
+HQ_SPLIT = "hq"
+ENCODE_BATCH = 1024
 UINT16_LIMIT = 65535
 
 
@@ -83,7 +95,8 @@ class _ShardWriter:
         self.tokens: dict[tuple[str, str], int] = {}
         self.source_tokens: dict[str, int] = {}
 
-    def write(self, split: str, domain: str, ids: np.ndarray, source: str) -> None:
+    def write(self, split: str, domain: str, ids: np.ndarray, source: str | None) -> None:
+        """Append `ids`; tokens count towards `source` unless None (the hq subset repeats train)."""
         key = (split, domain)
         if key not in self.handles:
             (self.root / split).mkdir(parents=True, exist_ok=True)
@@ -91,16 +104,44 @@ class _ShardWriter:
             self.tokens[key] = 0
         self.handles[key].write(ids.astype(self.dtype).tobytes())
         self.tokens[key] += int(ids.size)
-        self.source_tokens[source] = self.source_tokens.get(source, 0) + int(ids.size)
+        if source is not None:
+            self.source_tokens[source] = self.source_tokens.get(source, 0) + int(ids.size)
 
     def close(self) -> None:
         for handle in self.handles.values():
             handle.close()
 
 
-def _encode_all(ingest_dir: Path, tokenizer: Any, writer: _ShardWriter, eos_id: int) -> None:
+def is_high_quality(row: dict[str, Any], cfg: DataConfig) -> bool:
+    """Whether a training document belongs to the high-quality subset (data.high_quality)."""
+    hq = cfg.high_quality
+    return (
+        row["split"] == "train"
+        and row["domain"] in hq.domains
+        and row["quality"] >= hq.min_quality
+        and row["toxicity"] <= hq.max_toxicity
+    )
+
+
+@contextlib.contextmanager
+def _parallel_tokenizers() -> Iterator[None]:
+    """Let `encode_batch` use every core for this stage, then restore the caller's setting."""
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+
+
+def _encode_all(ingest_dir: Path, tokenizer: Any, writer: _ShardWriter, eos_id: int, cfg: DataConfig) -> Counter[str]:
+    """Encode every document into its split's shard (and the hq subset); returns hq documents per domain."""
     limit = np.iinfo(writer.dtype).max
     batch: list[dict[str, Any]] = []
+    hq_docs: Counter[str] = Counter()
 
     def flush() -> None:
         for row, encoding in zip(batch, tokenizer.encode_batch([r["text"] for r in batch]), strict=True):
@@ -108,14 +149,24 @@ def _encode_all(ingest_dir: Path, tokenizer: Any, writer: _ShardWriter, eos_id: 
             if ids.max(initial=0) > limit:
                 raise DataError(f"token id {int(ids.max())} does not fit {writer.dtype}")
             writer.write(row["split"], row["domain"], ids, row["source"])
+            if is_high_quality(row, cfg):
+                writer.write(HQ_SPLIT, row["domain"], ids, source=None)
+                hq_docs[row["domain"]] += 1
         batch.clear()
 
-    for row in iter_documents(ingest_dir):
-        batch.append(row)
-        if len(batch) >= ENCODE_BATCH:
+    with _parallel_tokenizers():
+        for number, row in enumerate(iter_documents(ingest_dir), start=1):
+            if "quality" not in row or "toxicity" not in row:
+                raise DataError(
+                    f"{Path(ingest_dir) / 'documents.jsonl'}:{number}: no quality/toxicity fields "
+                    "(written by an older pharia): rerun `pharia data ingest`"
+                )
+            batch.append(row)
+            if len(batch) >= ENCODE_BATCH:
+                flush()
+        if batch:
             flush()
-    if batch:
-        flush()
+    return hq_docs
 
 
 def pack(
@@ -127,9 +178,8 @@ def pack(
     validation = _validation_summary(validation_dir, ingest_dir)
     report = _read_json(ingest_dir / "ingest_report.json", "ingest")
     tokenizer = load_tokenizer(tokenizer_dir)
-    eos_id, pad_id = tokenizer.token_to_id(EOS_TOKEN), tokenizer.token_to_id(PAD_TOKEN)
-    if (eos_id, pad_id) != (0, 1):
-        raise DataError(f"{tokenizer_dir}: expected {EOS_TOKEN} id 0 and {PAD_TOKEN} id 1, got {eos_id} and {pad_id}")
+    special = special_token_ids(tokenizer)  # bpe: eos 0, pad 1; gpt2: both 50256
+    eos_id, pad_id = special.eos_id, special.pad_id
     if tokenizer.get_vocab_size() > cfg.vocab_size:
         raise DataError(
             f"{tokenizer_dir}: tokenizer has {tokenizer.get_vocab_size()} tokens, "
@@ -139,17 +189,17 @@ def pack(
     with atomic_dir(out_dir) as tmp:
         writer = _ShardWriter(tmp, dtype)
         try:
-            _encode_all(ingest_dir, tokenizer, writer, eos_id)
+            hq_docs = _encode_all(ingest_dir, tokenizer, writer, eos_id, cfg)
         finally:
             writer.close()
         source_tokenizer = tokenizer_dir / TOKENIZER_FILE if tokenizer_dir.is_dir() else tokenizer_dir
         shutil.copyfile(source_tokenizer, tmp / TOKENIZER_FILE)
 
-        splits: dict[str, dict[str, Any]] = {split: {} for split in SPLITS}
+        splits: dict[str, dict[str, Any]] = {split: {} for split in (*SPLITS, HQ_SPLIT)}
         for (split, domain), count in sorted(writer.tokens.items()):
             rel = f"{split}/{domain}.bin"
             splits[split][domain] = {"file": rel, "tokens": count, "sha256": sha256_file(tmp / rel)}
-        files = {entry["file"]: entry["sha256"] for split in SPLITS for entry in splits[split].values()}
+        files = {entry["file"]: entry["sha256"] for split in splits for entry in splits[split].values()}
         files[TOKENIZER_FILE] = sha256_file(tmp / TOKENIZER_FILE)
         train_total = sum(e["tokens"] for e in splits["train"].values())
         manifest = {
@@ -159,7 +209,11 @@ def pack(
             "seq_len": cfg.seq_len,
             "eos_token_id": eos_id,
             "pad_token_id": pad_id,
-            "tokenizer": {"file": TOKENIZER_FILE, "sha256": files[TOKENIZER_FILE]},
+            "tokenizer": {
+                "file": TOKENIZER_FILE,
+                "sha256": files[TOKENIZER_FILE],
+                "domain_tag_ids": dict(special.domain_ids),
+            },
             "splits": splits,
             "files": files,
             "domain_shares": {
@@ -170,6 +224,14 @@ def pack(
                     else 0.0,
                 }
                 for domain, target in cfg.domain_targets().items()
+            },
+            "high_quality": {
+                "split": HQ_SPLIT,
+                "rule": "train-split documents with quality >= min_quality and toxicity <= max_toxicity "
+                "in the listed domains (also in train)",
+                **cfg.high_quality.model_dump(mode="json"),
+                "documents": dict(sorted(hq_docs.items())),
+                "tokens": sum(e["tokens"] for e in splits[HQ_SPLIT].values()),
             },
             "ingest": _ingest_summary(report, writer.source_tokens),
             "validation": validation,

@@ -37,7 +37,7 @@ VALIDATE_FIELDS = (
     "quality_threshold",
 )
 KEY_COLUMNS = ("doc_id", "source", "domain", "split", "n_chars", "language", "quality", "toxicity", "sha256")
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "validation", "heldout")
 DOCS_SITE = Path("gx/uncommitted/data_docs/local_site")
 SHOWN_VALUES = 5
 

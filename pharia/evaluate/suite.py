@@ -15,6 +15,7 @@ import torch
 import pharia
 from pharia.config import EvalConfig
 from pharia.data.manifest import atomic_write_json, sha256_file
+from pharia.data.tokenizer import load_tokenizer
 from pharia.evaluate.heldout import heldout_metrics
 from pharia.evaluate.toxicity_probe import toxicity_of_generations
 
@@ -29,7 +30,6 @@ def _hardware() -> str:
 
 def evaluate(model_dir: Path, shards_dir: Path, tokenizer_file: Path, cfg: EvalConfig, out_dir: Path) -> dict:
     """Score the model in `model_dir`; returns {"metrics": {name: value}, "entries": [...], ...}."""
-    from tokenizers import Tokenizer
 
     from pharia.model.io import load_pretrained
 
@@ -38,7 +38,7 @@ def evaluate(model_dir: Path, shards_dir: Path, tokenizer_file: Path, cfg: EvalC
     model, model_cfg = load_pretrained(model_dir)
     model.eval()
     manifest = json.loads((shards_dir / "manifest.json").read_text(encoding="utf-8"))
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer = load_tokenizer(tokenizer_file)  # special-token strings in prompts stay text
     seq_len = min(int(manifest["seq_len"]), model_cfg.max_seq_len)
 
     heldout = heldout_metrics(model, shards_dir, seq_len, cfg.max_batches_per_domain, BATCH_SIZE)

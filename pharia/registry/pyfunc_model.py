@@ -22,6 +22,7 @@ class PhariaGenerator(PythonModel):
         self.model, _ = load_pretrained(Path(context.artifacts["model"]))
         self.model.eval()
         self.tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])
+        self.tokenizer.encode_special_tokens = True  # "<|endoftext|>" typed in a prompt is text, not eos
         special = json.loads(Path(context.artifacts["special_tokens"]).read_text())
         self.eos, self.pad = int(special["eos_token_id"]), int(special["pad_token_id"])
 
