@@ -1,8 +1,10 @@
-"""Create the `pharia-pipeline/local` deployment on the Prefect server that PREFECT_API_URL names.
+"""Create the `pharia-pipeline/local` and `pharia-data/local` deployments on the Prefect server that
+PREFECT_API_URL names.
 
-The deployment runs the flow from this checkout (local source) on the process work pool, so a run
-triggered from the Prefect UI executes in a worker process on this machine. Its parameter form is
-the typed PipelineConfig: the UI shows every field and refuses invalid values.
+The deployments run the flows from this checkout (local source) on the process work pool, so a run
+triggered from the Prefect UI executes in a worker process on this machine. Their parameter forms
+are the typed configs (PipelineConfig, DataConfig): the UI shows every field and refuses invalid
+values. `pharia-data` alone prepares data (DVC stages, funnel artifact) without training.
 """
 
 from __future__ import annotations
@@ -26,13 +28,30 @@ WORK_POOL = "pharia-process"
 DEPLOYMENT = "local"
 
 
-def deploy(work_pool: str = WORK_POOL, name: str = DEPLOYMENT) -> str:
-    """Create or update the deployment; returns its id."""
-    source = flow.from_source(source=str(REPO_ROOT), entrypoint="flows/pipeline.py:pharia_pipeline")
+# (flow name, entrypoint, description) of every deployment `make up` creates
+FLOWS: tuple[tuple[str, str, str], ...] = (
+    (
+        "pharia-pipeline",
+        "flows/pipeline.py:pharia_pipeline",
+        "raw text → validated data → DeepSpeed training → evaluation → MLflow → compliance dossier",
+    ),
+    (
+        "pharia-data",
+        "flows/data.py:pharia_data",
+        "raw text → ingest → validate (Data Docs) → tokenize → pack → publish → dvc push; funnel artifact",
+    ),
+)
+
+
+def deploy(
+    work_pool: str = WORK_POOL, name: str = DEPLOYMENT, entrypoint: str = FLOWS[0][1], description: str = FLOWS[0][2]
+) -> str:
+    """Create or update one deployment (default: the pipeline's); returns its id."""
+    source = flow.from_source(source=str(REPO_ROOT), entrypoint=entrypoint)
     deployment_id = source.deploy(
         name=name,
         work_pool_name=work_pool,
-        description="raw text → validated data → DeepSpeed training → evaluation → MLflow → compliance dossier",
+        description=description,
         tags=["pharia"],
         print_next_steps=False,
         ignore_warnings=True,  # Prefect suggests .serve(); the process pool + worker is the point here
@@ -40,12 +59,21 @@ def deploy(work_pool: str = WORK_POOL, name: str = DEPLOYMENT) -> str:
     return str(deployment_id)
 
 
+def deploy_all(work_pool: str = WORK_POOL, name: str = DEPLOYMENT) -> dict[str, str]:
+    """Every deployment of FLOWS: {"<flow>/<name>": id}."""
+    return {
+        f"{flow_name}/{name}": deploy(work_pool, name, entrypoint, description)
+        for flow_name, entrypoint, description in FLOWS
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-pool", default=WORK_POOL, help=f"process work pool to run on (default {WORK_POOL})")
     parser.add_argument("--name", default=DEPLOYMENT, help=f"deployment name (default {DEPLOYMENT})")
     args = parser.parse_args()
-    print(deploy(args.work_pool, args.name))
+    for deployment, deployment_id in deploy_all(args.work_pool, args.name).items():
+        print(f"{deployment} {deployment_id}")  # one line each: `make up` reports them
     return 0
 
 

@@ -1,5 +1,7 @@
 """Prefect flow `pharia-pipeline`: raw text → validated data → DeepSpeed-trained model → evaluation →
 MLflow registration → compliance dossier. One task per stage; every task is a thin call into pharia/.
+The data stages are the `pharia-data` flow (flows/data.py), run here as a subflow: one task per DVC
+stage, I/O retries and the data funnel artifact come with it.
 
 Run it:  python flows/pipeline.py --config configs/tiny.yaml   (what `make demo` does)
 Deploy:  python flows/deploy.py   (what `make up` does; then trigger it from the Prefect UI)
@@ -24,6 +26,7 @@ environment.prepare_prefect_home()
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
+from flows.data import pharia_data  # noqa: E402
 from pharia.config import PipelineConfig, load_config  # noqa: E402
 from pharia.errors import PhariaError  # noqa: E402
 from pharia.workspace import Workspace  # noqa: E402
@@ -35,14 +38,6 @@ def preflight(cfg: PipelineConfig) -> str:
     from pharia.preflight import run_preflight
 
     return run_preflight(cfg, Workspace.from_env())
-
-
-@task(name="prepare-data")
-def prepare_data(cfg: PipelineConfig) -> dict:
-    """DVC stages ingest → validate → tokenize → pack in the workspace's data project."""
-    from pharia.pipeline_steps import prepare_data as step
-
-    return step(cfg, Workspace.from_env())
 
 
 @task(name="train")
@@ -88,7 +83,7 @@ def pharia_pipeline(config: PipelineConfig = load_config("tiny")) -> dict:  # no
     run_id, run_dir = open_run(cfg, ws, tracking_uri)
     logger.info("MLflow run %s, outputs in %s", run_id, run_dir)
     try:
-        data = prepare_data(cfg)
+        data = pharia_data(config=cfg.data)  # subflow: ingest → validate → tokenize → pack → publish → push
         training = train(cfg, data, str(run_dir), tracking_uri, run_id)
         evaluation = evaluate(cfg, data, training, str(run_dir), tracking_uri, run_id)
         version = register(cfg, data, training, tracking_uri, run_id)

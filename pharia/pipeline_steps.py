@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from pharia.config import PipelineConfig, sha256_json
+from pharia.config import PipelineConfig
 from pharia.registry.lineage import git_commit
 from pharia.registry.register import Lineage
 from pharia.workspace import Workspace
@@ -34,28 +34,22 @@ def open_run(cfg: PipelineConfig, ws: Workspace, tracking_uri: str) -> tuple[str
 
 def data_project_dir(cfg: PipelineConfig, ws: Workspace) -> Path:
     """One DVC project per distinct data config: reruns of the same data skip every stage."""
-    return ws.data_dir / sha256_json(cfg.data.model_dump(mode="json"))[:12]
+    from pharia.data.dvc_project import project_dir_for
+
+    return project_dir_for(cfg.data, ws.data_dir)
 
 
 def prepare_data(cfg: PipelineConfig, ws: Workspace) -> dict:
-    """Materialise the DVC project, `dvc repro` + `dvc push`, and read what DVC tracks."""
+    """Materialise the DVC project, `dvc repro` + `dvc push`, and read what DVC tracks. The same
+    result as the `pharia-data` flow (flows/data.py), which runs the stages one task each."""
     from pharia.data import dvc_project
-    from pharia.data.manifest import manifest_sha256
 
     project = dvc_project.materialize(data_project_dir(cfg, ws), cfg.data, ws.dvc_remote)
     outcome = dvc_project.repro(project)
-    shards_dir = project / "data" / "shards"
-    manifest = json.loads((shards_dir / "manifest.json").read_text(encoding="utf-8"))
     return {
-        "project_dir": str(project),
-        "shards_dir": str(shards_dir),
-        "tokenizer_file": str(project / "data" / "tokenizer" / "tokenizer.json"),
-        "manifest_sha256": manifest_sha256(shards_dir / "manifest.json"),
-        "dvc_md5": outcome["outs_md5"].get("data/shards", ""),
+        **dvc_project.describe(project),
         "stages_run": outcome["stages_run"],
         "stages_skipped": outcome["stages_skipped"],
-        "eos_token_id": int(manifest["eos_token_id"]),
-        "pad_token_id": int(manifest["pad_token_id"]),
     }
 
 

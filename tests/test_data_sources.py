@@ -150,3 +150,32 @@ def test_describe_builtins_lists_domain_licence_installed() -> None:
     assert set(rows) == set(BUILTINS)
     assert rows["cpython-stdlib"]["installed"] is True and rows["cpython-stdlib"]["license"] == "PSF-2.0"
     assert rows["chatterbot-multilingual"]["domain"] == "multilingual"
+
+
+def test_oversized_rows_and_files_are_quarantined_without_losing_the_rows_after_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row above MAX_ROW_BYTES is skipped in chunks (bounded memory) and quarantined by reason."""
+    from pharia.data import readers
+
+    monkeypatch.setattr(readers, "MAX_ROW_BYTES", 1000)
+    monkeypatch.setattr(readers, "READ_CHUNK", 64)
+    huge = "word " * 2000
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text(f'{{"text": "first"}}\n{{"text": "{huge}"}}\n{{"text": "third"}}\n', encoding="utf-8")
+    lines = tmp_path / "rows.txt"
+    lines.write_text(f"first\n{huge}\nthird", encoding="utf-8")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "big.txt").write_text(huge, encoding="utf-8")
+    (tmp_path / "docs" / "small.txt").write_text("a small document", encoding="utf-8")
+    for path, fmt, expect_line in ((jsonl, "jsonl", 2), (lines, "lines", 2), (tmp_path / "docs", "text", 0)):
+        src = SourceConfig(name="s", path=str(path), format=fmt, domain="web", weight=1)
+        records, quarantined = _split(list(read_source(src)))
+        assert [q.reason for q in quarantined] == ["oversized_row"], fmt
+        assert quarantined[0].line == expect_line and "exceeds the 1000 byte limit" in quarantined[0].detail
+        assert quarantined[0].raw.startswith("word") or quarantined[0].raw.startswith('{"text": "word')
+        assert len(quarantined[0].raw) <= 200
+    jsonl_records, _ = _split(
+        list(read_source(SourceConfig(name="s", path=str(jsonl), format="jsonl", domain="web", weight=1)))
+    )
+    assert [(r.line, r.text) for r in jsonl_records] == [(1, "first"), (3, "third")]

@@ -56,7 +56,7 @@ def test_pipeline_registers_a_version_whose_tags_data_and_report_agree(workspace
     assert tags["data_manifest_sha256"] == sha256_file(project / "data" / "shards" / "manifest.json")
     assert tags["config_hash"] == cfg.config_hash()
     assert tags["git_commit"] == git_commit()
-    assert sorted(result["data"]["stages_run"]) == ["ingest", "pack", "tokenize", "validate"]
+    assert sorted(result["data"]["stages_run"]) == ["ingest", "pack", "publish", "tokenize", "validate"]
 
     # The run carries the lineage, the loss curve and the evaluation.
     run = client.get_run(result["run_id"])
@@ -91,6 +91,6 @@ def test_pipeline_registers_a_version_whose_tags_data_and_report_agree(workspace
     # Same config again: DVC skips every data stage; the alias moves to the new version.
     second = pharia_pipeline(config=cfg)
     assert second["data"]["stages_run"] == []
-    assert sorted(second["data"]["stages_skipped"]) == ["ingest", "pack", "tokenize", "validate"]
+    assert sorted(second["data"]["stages_skipped"]) == ["ingest", "pack", "publish", "tokenize", "validate"]
     assert str(client.get_model_version_by_alias(name, "candidate").version) == "2"
     assert client.get_model_version(name, "2").tags["data_manifest_sha256"] == tags["data_manifest_sha256"]

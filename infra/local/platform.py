@@ -1,10 +1,11 @@
 """pharia's local platform on 127.0.0.1: `up` starts it, `down` stops exactly what `up` started.
 
 `up` runs a Prefect server, the `pharia-process` work pool with a worker, the `pharia-pipeline/local`
-deployment, an MLflow server over the workspace's SQLite store, and the Streamlit dashboard. Each
-service runs in its own process group, logs to $PHARIA_HOME/services/<name>.log and is recorded in
-$PHARIA_HOME/services/<name>.pid (+ <name>.json: start time and command line, which `down` checks
-before it sends any signal, so a stale PID file can never hit an unrelated process).
+and `pharia-data/local` deployments, an MLflow server over the workspace's SQLite store, and the
+Streamlit dashboard. Each service runs in its own process group, logs to
+$PHARIA_HOME/services/<name>.log and is recorded in $PHARIA_HOME/services/<name>.pid (+ <name>.json:
+start time and command line, which `down` checks before it sends any signal, so a stale PID file can
+never hit an unrelated process).
 """
 
 from __future__ import annotations
@@ -128,6 +129,19 @@ def _raise_if_failed(pending: dict[str, Future[float]]) -> None:
             raise error
 
 
+DATA_FLOW_NAME = "pharia-data"  # flows/data.py, deployed by flows/deploy.py next to the pipeline
+
+
+def _deployments(output: str) -> dict[str, str]:
+    """flows/deploy.py prints `<flow>/<name> <id>` per deployment (Prefect may log lines before)."""
+    found: dict[str, str] = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].count("/") == 1:
+            found[parts[0]] = parts[1]
+    return found
+
+
 def _run_step(title: str, argv: list[str], env: dict[str, str], log: Path, timeout_s: float) -> str:
     """A one-off command of `up` (pool creation, deployment): output to its log, error with its tail."""
     with log.open("ab") as out:
@@ -211,11 +225,11 @@ def up(args: argparse.Namespace) -> int:
         elif not deploy_script.is_file():
             print(f"skipping the deployment: {deploy_script} does not exist yet")
         else:
-            deployment_id = _run_step(
-                "deployment", services.deploy_argv(), services.prefect_env(p), p.log("prefect-setup"), args.timeout
+            deployed = _run_step(
+                "deployments", services.deploy_argv(), services.prefect_env(p), p.log("prefect-setup"), args.timeout
             )
-            shown = deployment_id.splitlines()[-1] if deployment_id else "?"
-            print(f"deployment {services.FLOW_NAME}/{services.DEPLOYMENT} ready (id {shown})")
+            for deployment, deployment_id in _deployments(deployed).items():
+                print(f"deployment {deployment} ready (id {deployment_id})")
         for future in pending.values():
             future.result()
     except BaseException as exc:  # whatever went wrong, leave nothing half-started behind
@@ -241,6 +255,7 @@ def up(args: argparse.Namespace) -> int:
         f"  or: PREFECT_API_URL={p.prefect_api} {Path(sys.executable).parent / 'prefect'} "
         f"deployment run {services.FLOW_NAME}/{services.DEPLOYMENT}"
     )
+    print(f"Data only (DVC stages, funnel artifact, no training): {DATA_FLOW_NAME}/{services.DEPLOYMENT}")
     print("Stop everything with `make down`.")
     return 0
 

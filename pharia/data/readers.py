@@ -20,6 +20,23 @@ Reader = Callable[[Path, str, str], Iterator[Item]]
 
 BOM = "\ufeff"
 BINARY_SNIFF = 8000  # bytes looked at for a NUL, as git does
+# A row (or text file) above this is quarantined as `oversized_row` without being held in memory: at
+# most max_doc_chars of a document are kept anyway, and a single 32 MiB "document" is a dump, a
+# concatenation or binary data, not text to learn from. Module-level so a test can lower it.
+MAX_ROW_BYTES = 32 << 20
+READ_CHUNK = 1 << 20
+
+
+class _Oversized:
+    """Marker for a row longer than MAX_ROW_BYTES: its first bytes and its total size."""
+
+    def __init__(self, head: bytes, size: int) -> None:
+        self.head, self.size = head, size
+
+
+def _oversized(source: str, file: str, line: int, head: bytes, size: int) -> Quarantined:
+    detail = f"row of {size} bytes exceeds the {MAX_ROW_BYTES} byte limit"
+    return Quarantined(source, file, line, "oversized_row", detail, raw_text(head[:200]))
 
 
 def _decode(data: bytes, source: str, file: str, line: int) -> str | Quarantined:
@@ -34,8 +51,22 @@ def _unreadable(source: str, path: Path, exc: OSError) -> Quarantined:
     return Quarantined(source, str(path), 0, "unreadable_file", f"{type(exc).__name__}: {exc.strerror or exc}", "")
 
 
-def _nonblank_lines(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    for number, raw in enumerate(fh, start=1):
+def _nonblank_lines(fh: BinaryIO) -> Iterator[tuple[int, bytes | _Oversized]]:
+    """(line number, bytes) of every non-blank line; a line longer than MAX_ROW_BYTES is skipped in
+    chunks (never held whole) and reported as `_Oversized`."""
+    number = 0
+    while True:
+        raw = fh.readline(MAX_ROW_BYTES + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
+            head, size = raw[:200], len(raw)
+            while raw and not raw.endswith(b"\n"):
+                raw = fh.readline(READ_CHUNK)
+                size += len(raw)
+            yield number, _Oversized(head, size - raw.endswith(b"\n"))
+            continue
         stripped = raw.rstrip(b"\r\n")
         if stripped.strip():
             yield number, stripped
@@ -53,8 +84,13 @@ def read_jsonl(path: Path, source: str, text_field: str) -> Iterator[Item]:
         yield from _parse_jsonl(_nonblank_lines(fh), source, file, text_field)
 
 
-def _parse_jsonl(lines: Iterator[tuple[int, bytes]], source: str, file: str, text_field: str) -> Iterator[Item]:
+def _parse_jsonl(
+    lines: Iterator[tuple[int, bytes | _Oversized]], source: str, file: str, text_field: str
+) -> Iterator[Item]:
     for number, raw in lines:
+        if isinstance(raw, _Oversized):
+            yield _oversized(source, file, number, raw.head, raw.size)
+            continue
         decoded = _decode(raw, source, file, number)
         if isinstance(decoded, Quarantined):
             yield decoded
@@ -87,6 +123,9 @@ def read_lines(path: Path, source: str, text_field: str) -> Iterator[Item]:
         return
     with fh:
         for number, raw in _nonblank_lines(fh):
+            if isinstance(raw, _Oversized):
+                yield _oversized(source, file, number, raw.head, raw.size)
+                continue
             decoded = _decode(raw, source, file, number)
             yield decoded if isinstance(decoded, Quarantined) else Record(source, file, number, decoded)
 
@@ -94,6 +133,11 @@ def read_lines(path: Path, source: str, text_field: str) -> Iterator[Item]:
 def read_text(path: Path, source: str, text_field: str) -> Iterator[Item]:
     """The whole file is one document (`text_field` is not used)."""
     try:
+        size = path.stat().st_size
+        if size > MAX_ROW_BYTES:
+            with path.open("rb") as fh:
+                yield _oversized(source, str(path), 0, fh.read(200), size)
+            return
         data = path.read_bytes()
     except OSError as exc:
         yield _unreadable(source, path, exc)
