@@ -1,6 +1,7 @@
 """Tokens/s and MFU of a preset's training step on one GPU in bf16 (default: the `1b` preset, H100).
 
     python benchmarks/gpu_1b.py [--preset 1b] [--batch 4] [--steps 10] [--attention sparse dense]
+                                [--moe-dispatch padded loop]
 
 One optimizer step = forward + backward + fused AdamW on fp32 master weights, the forward under
 bf16 autocast (RMSNorm, rotary and the router stay fp32 inside the model), activation checkpointing
@@ -8,7 +9,9 @@ per block as the preset says. MFU = tokens/s · flops_per_token / peak, with flo
 pharia.model.flops (6 · active matmul params + the attention term at the preset's effective
 context) and the peak of a dense bf16 H100 SXM, 989 TFLOP/s (--peak-tflops to change). Each
 `--attention` variant is measured after `--warmup` untimed steps (compilation of flex_attention
-happens there); the loss of every step is recorded so a diverging or NaN run shows. Runs on CPU too
+happens there); the loss of every step is recorded so a diverging or NaN run shows. `--moe-dispatch`
+compares the fixed-shape MoE dispatch (`padded`, the default in training) with the reference loop
+(`loop`, one host sync per expert), each in the same run. Runs on CPU too
 (`--device cpu --preset tiny`) as a smoke test of the script itself; MFU is then omitted.
 """
 
@@ -26,12 +29,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 H100_BF16_DENSE_TFLOPS = 989.0
 
 
-def measure(preset: str, attention: str, batch: int, steps: int, warmup: int, device: str, peak: float) -> dict:
+def measure(
+    preset: str,
+    attention: str,
+    batch: int,
+    steps: int,
+    warmup: int,
+    device: str,
+    peak: float,
+    dispatch: str = "padded",
+    compile_model: bool = False,
+) -> dict:
     import torch
 
     from pharia.config import load_config
     from pharia.model.flops import model_stats
     from pharia.model.model import PhariaLM
+    from pharia.model.moe import MixtureOfExperts
 
     pipeline = load_config(preset)
     cfg = pipeline.model.model_copy(update={"attention": attention})
@@ -39,7 +53,11 @@ def measure(preset: str, attention: str, batch: int, steps: int, warmup: int, de
     torch.manual_seed(0)
     model = PhariaLM(cfg).to(device).set_activation_checkpointing(pipeline.train.activation_checkpointing)
     model.train()
+    for module in model.modules():
+        if isinstance(module, MixtureOfExperts):
+            module.padded_dispatch = dispatch == "padded"
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+    forward = torch.compile(model) if compile_model else model
     seq = cfg.max_seq_len
     generator = torch.Generator(device=device).manual_seed(0)
     ids = torch.randint(0, cfg.vocab_size, (batch, seq + 1), device=device, generator=generator)
@@ -49,7 +67,7 @@ def measure(preset: str, attention: str, batch: int, steps: int, warmup: int, de
 
     def step() -> None:
         with torch.autocast(device_type=device, dtype=dtype, enabled=device == "cuda"):
-            out = model(inputs, targets=targets)
+            out = forward(inputs, targets=targets)
         loss = out.loss
         if out.aux_loss is not None and out.z_loss is not None:
             loss = loss + 0.01 * out.aux_loss + cfg.router_z_loss_coef * out.z_loss
@@ -73,6 +91,8 @@ def measure(preset: str, attention: str, batch: int, steps: int, warmup: int, de
     result: dict[str, Any] = {
         "preset": preset,
         "attention": attention,
+        "moe_dispatch": dispatch,
+        "compiled": compile_model,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "torch": torch.__version__,
         "batch": batch,
@@ -99,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="1b")
     parser.add_argument("--attention", nargs="+", default=["sparse", "dense"], choices=["sparse", "dense"])
+    parser.add_argument(
+        "--moe-dispatch", nargs="+", default=["padded"], choices=["padded", "loop"], help="MoE dispatch paths to time"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (compiled in the warmup)")
     parser.add_argument("--batch", type=int, default=4, help="sequences per step (each max_seq_len tokens)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
@@ -107,16 +131,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     results = []
-    for attention in args.attention:
+    variants = [(attention, dispatch) for attention in args.attention for dispatch in args.moe_dispatch]
+    for attention, dispatch in variants:
         try:
-            result = measure(args.preset, attention, args.batch, args.steps, args.warmup, args.device, args.peak_tflops)
+            result = measure(
+                args.preset,
+                attention,
+                args.batch,
+                args.steps,
+                args.warmup,
+                args.device,
+                args.peak_tflops,
+                dispatch,
+                args.compile,
+            )
         except Exception as exc:  # one variant failing (e.g. a kernel) must not lose the other's numbers
-            print(f"{args.preset} {attention}: FAILED {type(exc).__name__}: {exc}", flush=True)
-            results.append({"preset": args.preset, "attention": attention, "error": repr(exc)})
+            print(f"{args.preset} {attention} {dispatch}: FAILED {type(exc).__name__}: {exc}", flush=True)
+            failed = {"preset": args.preset, "attention": attention, "moe_dispatch": dispatch, "error": repr(exc)}
+            results.append(failed)
             continue
         mfu = f", MFU {result['mfu']:.1%}" if "mfu" in result else ""
         print(
-            f"{result['preset']} {attention}: {result['tokens_per_s']:,.0f} tokens/s, "
+            f"{result['preset']} {attention} moe-{dispatch}: {result['tokens_per_s']:,.0f} tokens/s, "
             f"{result['model_tflops_per_s']:.1f} model TFLOP/s{mfu}, step {result['step_s'] * 1000:.0f} ms, "
             f"loss {result['losses'][0]:.3f} -> {result['losses'][-1]:.3f}",
             flush=True,

@@ -14,7 +14,7 @@ from pharia.model.cli import app as model_app
 from pharia.model.flops import attention_context, flops_per_token, model_stats
 from pharia.model.generate import generate
 from pharia.model.model import PhariaLM
-from pharia.model.moe import MixtureOfExperts, admitted, router_z_loss
+from pharia.model.moe import MixtureOfExperts, admitted, expert_capacity, router_z_loss
 from pharia.model.sparse import (
     block_selection,
     sparse_allowed,
@@ -108,6 +108,27 @@ def test_dropped_assignments_leave_the_token_to_the_residual() -> None:
     dropped_rows = (~keep).any(dim=-1)
     assert torch.all(out[0, dropped_rows] == 0)  # no expert output: the block adds nothing to x
     assert torch.all(out[0, ~dropped_rows].abs().sum(-1) > 0)
+
+
+@pytest.mark.parametrize(("top_k", "factor"), [(1, 0.5), (2, 1.0), (2, 1.25), (3, 4.0)])
+def test_padded_dispatch_equals_the_reference_loop(top_k: int, factor: float) -> None:
+    """The fixed-shape training path computes exactly what the readable per-expert loop computes."""
+    torch.manual_seed(top_k)
+    moe = MixtureOfExperts(16, 24, n_experts=4, top_k=top_k, capacity_factor=factor).train()
+    with torch.no_grad():
+        moe.router.weight[1] += 2.0  # skewed, so that small factors drop assignments
+    tokens = torch.randn(50, 16, requires_grad=True)
+    routing = moe.route(tokens)
+    capacity = expert_capacity(50, top_k, 4, factor)
+    assert capacity is not None
+    fast, fast_counts = moe.dispatch_padded(tokens, routing, capacity)
+    reference, counts = moe.dispatch_loop(tokens, routing, admitted(routing.experts, 4, capacity))
+    assert torch.allclose(fast, reference, atol=1e-6) and fast_counts.tolist() == counts.tolist()
+    grad_fast = torch.autograd.grad(fast.square().sum(), tokens, retain_graph=True)[0]
+    grad_reference = torch.autograd.grad(reference.square().sum(), tokens)[0]
+    assert torch.allclose(grad_fast, grad_reference, atol=1e-5)
+    if factor <= 1.0:  # the skew makes the small factors drop assignments: the comparison covers dropping
+        assert int(counts.sum()) < 50 * top_k
 
 
 def test_first_choices_win_capacity_over_second_choices() -> None:

@@ -30,7 +30,7 @@ ERROR_FILE_ENV = "PHARIA_ERROR_FILE"
 
 app = typer.Typer(
     help=(
-        "Data stages: ingest -> validate (Great Expectations) -> tokenize (BPE) -> pack (token shards)"
+        "Data stages: ingest -> validate (Great Expectations) -> tokenize (BPE or GPT-2) -> pack (token shards)"
         " -> publish (manifest.json, clean/, quarantine/)."
     ),
     no_args_is_help=True,
@@ -96,9 +96,12 @@ def sources_cmd(
 @_report_errors
 def ingest_cmd(
     config: Path = typer.Option(..., help=CONFIG_HELP),
-    out: Path = typer.Option(..., help="output directory (replaced atomically): documents.jsonl, stats.parquet, ..."),
+    out: Path = typer.Option(
+        ..., help="output directory (replaced atomically): documents.jsonl, stats.parquet, quarantine/filtered.jsonl"
+    ),
 ) -> None:
-    """Read, normalise, filter and mix the sources; assign train/heldout splits."""
+    """Read, normalise, filter and mix the sources (streamed); assign train/validation/heldout splits;
+    one record per quarantined row (quarantine.jsonl) and per filtered row (filtered.jsonl)."""
     from pharia.data.ingest import ingest
 
     started = time.perf_counter()
@@ -128,7 +131,8 @@ def tokenize_cmd(
     ingest: Path = typer.Option(..., help="output directory of `pharia data ingest` (train split is used)"),
     out: Path = typer.Option(..., help="output directory: tokenizer.json and tokenizer_meta.json"),
 ) -> None:
-    """Train the byte-level BPE tokenizer on the train-split documents."""
+    """Train the byte-level BPE on the train-split documents (data.tokenizer: bpe), or convert the real
+    GPT-2 vocabulary offline (data.tokenizer: gpt2); special tokens eos, pad and domain tags."""
     from pharia.data.tokenizer import train_tokenizer
 
     started = time.perf_counter()
@@ -191,7 +195,7 @@ def prepare_cmd(
     config: Path = typer.Option(..., help=CONFIG_HELP),
     out: Path = typer.Option(..., help="output root: ingest/, validation/, tokenizer/ and shards/ are written inside"),
 ) -> None:
-    """All four stages in one process (no DVC): ingest, validate, tokenize, pack, then the output
+    """All stages in one process (no DVC): ingest, validate, tokenize, pack, then the output
     contract that `publish` writes."""
     from pharia.data.prepare import prepare
 

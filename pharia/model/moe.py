@@ -19,9 +19,19 @@ Two auxiliary losses go back to the trainer: the Switch load-balancing loss and 
 softmax stays well conditioned). Per-expert load and the dropped count of the last forward are kept
 in `last_stats` for logging.
 
-This is the readable reference: one loop over experts, gather and scatter-add. Every expert is
-called even when no token chose it, so every parameter takes part in every backward pass (ZeRO and
-DDP gradient hooks then see the same parameters on every rank). Expert parallelism is out of scope.
+Two dispatch paths with the same result (a test holds them equal):
+- `dispatch_loop`, the readable reference: per expert, `torch.where` finds its tokens, gather, run,
+  scatter-add. The shapes depend on the routing, so every expert costs a device-to-host sync; it is
+  used at inference, where nothing is dropped and no capacity bounds the shapes.
+- `dispatch_padded` (training with a capacity): every assignment gets a slot `expert * C + rank`
+  computed with a cumulative sum, tokens are gathered into fixed (E, C) slot tables padded with a
+  zero row, each expert runs on exactly C rows, and outputs are scatter-added back with their gates.
+  Shapes depend only on N, so there is no host sync (GPU kernels queue back to back, and the graph
+  is static for torch.compile); the price is computing the empty slots, at most
+  capacity_factor - 1 of the work.
+Every expert is called even when no token chose it, so every parameter takes part in every backward
+pass (ZeRO and DDP gradient hooks then see the same parameters on every rank). Expert parallelism
+is out of scope.
 """
 
 from __future__ import annotations
@@ -49,14 +59,17 @@ class Routing:
 
 @dataclass(frozen=True)
 class ExpertLoad:
-    """Detached statistics of one forward: `tokens` (E,) assignments each expert processed,
-    `dropped` assignments over capacity, `assignments` = N · top_k. Always tokens.sum() + dropped
-    == assignments (routing conservation)."""
+    """Detached statistics of one forward: `tokens` (E,) assignments each expert processed (a device
+    tensor: reading it is the only sync), `assignments` = N · top_k, `dropped` the assignments over
+    capacity. Always tokens.sum() + dropped == assignments (routing conservation)."""
 
     tokens: torch.Tensor
-    dropped: int
     assignments: int
     capacity: int | None
+
+    @property
+    def dropped(self) -> int:
+        return self.assignments - int(self.tokens.sum())
 
 
 def load_balancing_loss(routing: Routing, n_experts: int) -> torch.Tensor:
@@ -84,13 +97,19 @@ def expert_capacity(n_tokens: int, top_k: int, n_experts: int, capacity_factor: 
     return max(1, math.ceil(capacity_factor * n_tokens * top_k / n_experts))
 
 
+def _ranks(experts: torch.Tensor, n_experts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slot-major order (all first choices, then all second choices, ...): the expert of each
+    assignment and its rank among that expert's assignments, both (k·N,)."""
+    slot_major = experts.t().reshape(-1)
+    one_hot = F.one_hot(slot_major, n_experts)
+    return slot_major, (one_hot.cumsum(dim=0) * one_hot).sum(dim=-1) - 1
+
+
 def admitted(experts: torch.Tensor, n_experts: int, capacity: int | None) -> torch.Tensor:
     """(N, k) bool: which assignments fit in their expert's capacity, first choices admitted first."""
     if capacity is None:
         return torch.ones_like(experts, dtype=torch.bool)
-    slot_major = experts.t().reshape(-1)  # all first choices, then all second choices, ...
-    one_hot = F.one_hot(slot_major, n_experts)
-    position = (one_hot.cumsum(dim=0) * one_hot).sum(dim=-1) - 1  # rank of this assignment in its expert
+    _, position = _ranks(experts, n_experts)
     return (position < capacity).view(experts.shape[1], experts.shape[0]).t()
 
 
@@ -115,6 +134,7 @@ class MixtureOfExperts(nn.Module):
         self.router = nn.Linear(d_model, n_experts, bias=False)
         self.experts = nn.ModuleList(SwiGLU(d_model, d_ff, dropout) for _ in range(n_experts))
         self.last_stats: ExpertLoad | None = None
+        self.padded_dispatch = True  # False: the reference loop in training too (benchmarks compare both)
 
     def route(self, tokens: torch.Tensor) -> Routing:
         """Routing of `tokens` (N, d_model); probabilities and gates in fp32."""
@@ -129,20 +149,52 @@ class MixtureOfExperts(nn.Module):
         tokens = x.reshape(-1, x.shape[-1])
         routing = self.route(tokens)
         capacity = expert_capacity(tokens.shape[0], self.top_k, self.n_experts, self.capacity_factor)
-        keep = admitted(routing.experts, self.n_experts, capacity if self.training else None)
-        out = torch.zeros_like(tokens)
-        processed = []
-        for index, expert in enumerate(self.experts):
-            token_idx, slot = torch.where((routing.experts == index) & keep)
-            processed.append(token_idx.numel())
-            gate = routing.gates[token_idx, slot].unsqueeze(-1).to(tokens.dtype)
-            out = out.index_add(0, token_idx, expert(tokens[token_idx]) * gate)
-        assignments = routing.experts.numel()
+        if self.training and capacity is not None and self.padded_dispatch:
+            out, processed = self.dispatch_padded(tokens, routing, capacity)
+        else:
+            keep = admitted(routing.experts, self.n_experts, capacity if self.training else None)
+            out, processed = self.dispatch_loop(tokens, routing, keep)
         self.last_stats = ExpertLoad(
-            tokens=torch.tensor(processed),
-            dropped=assignments - sum(processed),
-            assignments=assignments,
+            tokens=processed.detach(),
+            assignments=routing.experts.numel(),
             capacity=capacity if self.training else None,
         )
         assert routing.logits is not None
         return out.view_as(x), load_balancing_loss(routing, self.n_experts), router_z_loss(routing.logits)
+
+    def dispatch_loop(
+        self, tokens: torch.Tensor, routing: Routing, keep: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference dispatch of the assignments `keep` (N, k) admits: (output (N, d), tokens per expert)."""
+        out = torch.zeros_like(tokens)
+        processed = torch.zeros(self.n_experts, dtype=torch.long, device=tokens.device)
+        for index, expert in enumerate(self.experts):
+            token_idx, slot = torch.where((routing.experts == index) & keep)
+            processed[index] = token_idx.numel()
+            gate = routing.gates[token_idx, slot].unsqueeze(-1).to(tokens.dtype)
+            out = out.index_add(0, token_idx, expert(tokens[token_idx]) * gate)
+        return out, processed
+
+    def dispatch_padded(
+        self, tokens: torch.Tensor, routing: Routing, capacity: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed-shape dispatch under `capacity` (see the module docstring); same result as
+        `dispatch_loop(tokens, routing, admitted(...))` without a host sync."""
+        n, d = tokens.shape
+        n_slots = self.n_experts * capacity
+        expert_of, rank = _ranks(routing.experts, self.n_experts)
+        keep = rank < capacity
+        # Slot of each admitted assignment; dropped ones all go to one overflow slot that is cut off.
+        slot = torch.where(keep, expert_of * capacity + rank, torch.full_like(rank, n_slots))
+        token_of = torch.arange(n, device=tokens.device).repeat(self.top_k)
+        gate_of = routing.gates.t().reshape(-1)
+        table = torch.full((n_slots + 1,), n, dtype=torch.long, device=tokens.device)  # row n: zeros
+        table = table.scatter(0, slot, token_of)[:n_slots].view(self.n_experts, capacity)
+        gates = gate_of.new_zeros(n_slots + 1).scatter(0, slot, gate_of)[:n_slots].view(self.n_experts, capacity)
+        padded = torch.cat([tokens, tokens.new_zeros(1, d)])
+        out = torch.zeros_like(padded)
+        for index, expert in enumerate(self.experts):
+            rows = table[index]
+            out = out.index_add(0, rows, expert(padded[rows]) * gates[index].unsqueeze(-1).to(tokens.dtype))
+        processed = (F.one_hot(expert_of, self.n_experts) * keep.unsqueeze(-1)).sum(dim=0)  # no boolean index: no sync
+        return out[:n], processed
