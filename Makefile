@@ -30,7 +30,7 @@ $(STAMP): requirements.lock pyproject.toml requirements-data.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup  ## the whole chain on the tiny preset: data -> train -> eval -> register -> report
-	$(PY) flows/pipeline.py --config configs/tiny.yaml
+	PHARIA_DATA_WORKERS=$${PHARIA_DATA_WORKERS:-2} $(PY) flows/pipeline.py --config configs/tiny.yaml
 
 test: setup  ## unit, integration (real Prefect/MLflow/DVC/DeepSpeed) and dashboard tests
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -18,6 +18,12 @@ Benchmarks (all on the model shape of a preset, tiny by default; fp32, CPU):
   model (section `model_benchmarks`, see benchmarks/model_bench.py): forward+backward of dynamic sparse
                            vs dense attention at T = 512/1024/2048, and MoE vs dense MLP at equal
                            active parameters. Ratio: step ms / dense step ms. Skipped with --only.
+  data (section `data_benchmarks`, see benchmarks/data_bench.py): a synthetic corpus of --data-gb GB
+                           (default 2) streamed to disk, ingested in a child process at that size and
+                           at --data-small-fraction of it: peak RSS of both (flat = bounded memory),
+                           documents/s vs a bare json.loads baseline, each ingest stage's docs/s; and
+                           tokens/s of pharia's packer vs tokenizers encode_batch alone. Runs last;
+                           with --only, only when `data` is named. Needs ~2.2x --data-gb of free disk.
 
 Candidates of one benchmark do the same work, and the report shows it: training candidates start from
 the same weights and see the same batches and LR schedule, so their losses agree (max difference
@@ -47,9 +53,14 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import data_bench  # noqa: E402 - a sibling script, importable once its folder is on the path
+
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "latest.json"
 SCHEMA = "pharia.bench/v1"
 BENCHMARKS = ("train_step", "activation_checkpointing", "heldout_eval")
+DATA = "data"  # the data section's name for --only
 HELDOUT_DOMAINS = ("code", "web")
 EVAL_BATCH_SIZES = (1, 8)  # baseline first
 OTHERS_CPU_NOTE = 0.25  # CPUs used by other processes, on average, above which the run is flagged as noisy
@@ -104,9 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=BENCHMARKS,
+        choices=(*BENCHMARKS, DATA),
         metavar="NAME",
-        help=f"run only this benchmark (repeatable; one of {', '.join(BENCHMARKS)}); default: all",
+        help=f"run only this benchmark (repeatable; one of {', '.join((*BENCHMARKS, DATA))}); default: all",
     )
     parser.add_argument(
         "--config",
@@ -127,8 +138,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help="torch intra-op threads (default: torch's own choice, recorded in the report)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights and batches (default: 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of weights and batches, and of the data corpus (default: 0)"
+    )
+    data_bench.add_arguments(parser)
     args = parser.parse_args(argv)
+    data_bench.check_arguments(parser, args)
     for name in ("rounds", "steps", "eval_repeats", "eval_windows", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -608,6 +623,12 @@ def main(argv: list[str] | None = None) -> int:
             model_results = run_model_benchmarks(settings, interleave, summarise)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    data_results: dict[str, Any] = {}
+    if not args.only or DATA in args.only:
+        # last: it starts child processes, and its tokenisation turns on the tokenizers thread pool,
+        # after which a fork would have to disable it
+        print("[bench] data (corpus, ingest memory and throughput, tokenisation) ...", file=sys.stderr, flush=True)
+        data_results = data_bench.run_data_benchmarks(data_bench.settings_from(args, args.quick, args.seed))
     machine["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     report = {
         "schema": SCHEMA,
@@ -617,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": time.perf_counter() - started,
         "benchmarks": {name: results[name] for name in BENCHMARKS if name in results},
         "model_benchmarks": model_results,
+        "data_benchmarks": data_results,
     }
     bad = [
         f"{b}/{n}"
@@ -624,16 +646,28 @@ def main(argv: list[str] | None = None) -> int:
         for n, c in bench["candidates"].items()
         if not (math.isfinite(c["median"]) and math.isfinite(c["ratio"]))
     ]
+    if data_results:
+        bad += [
+            f"data/tokenize/{n}"
+            for n, c in data_results["tokenize"]["candidates"].items()
+            if not (math.isfinite(c["median"]) and math.isfinite(c["ratio"]))
+        ]
     write_report(args.out, report)
-    print_table(report)
+    if report["benchmarks"]:
+        print_table(report)
     if model_results:
         print_table({**report, "benchmarks": model_results})
+    if data_results:
+        data_bench.print_table(data_results)
     busy = busy_note(report)
     if busy:
         print(busy, file=sys.stderr)
     print(f"report: {args.out}", file=sys.stderr)
     if bad:
         print(f"non-finite results: {', '.join(bad)}", file=sys.stderr)
+        return 1
+    if data_results and not data_results["accounting_ok"]:
+        print("data: row accounting does not match the generated corpus (data_benchmarks.sizes.*)", file=sys.stderr)
         return 1
     return 0
 

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from test_data_fixtures import BAD_JSONL_ROWS, data_config, write_corpus
 
-from pharia.config import DataConfig
-from pharia.data.ingest import FILTERS, IGNORED_FIELDS, INGEST_FIELDS, STATS_COLUMNS, ingest
+from pharia.config import ConfigError, DataConfig
+from pharia.data.ingest import FILTERS, IGNORED_FIELDS, INGEST_FIELDS, STATS_COLUMNS, data_workers, ingest
 from pharia.data.mixture import assign_splits, sample
 from pharia.data.normalize import normalize_text, pii_count
 from pharia.errors import DataError
@@ -120,6 +120,22 @@ def test_deterministic_for_a_seed_and_sensitive_to_it(run: tuple[DataConfig, Pat
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
     ingest(cfg.model_copy(update={"seed": 1}), tmp_path / "other")
     assert (tmp_path / "other" / "documents.jsonl").read_bytes() != (out / "documents.jsonl").read_bytes()
+
+
+def test_worker_processes_give_byte_identical_outputs(run: tuple[DataConfig, Path, dict], tmp_path: Path) -> None:
+    """PHARIA_DATA_WORKERS only changes speed: two worker processes write exactly the same files."""
+    cfg, out, _ = run
+    ingest(cfg, tmp_path / "parallel", workers=2)
+    for name in ("documents.jsonl", "filtered.jsonl", "ingest_report.json", "quarantine.jsonl", "stats.parquet"):
+        assert (tmp_path / "parallel" / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_bad_worker_count_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PHARIA_DATA_WORKERS", "many")
+    with pytest.raises(ConfigError, match="PHARIA_DATA_WORKERS='many': expected a whole number"):
+        data_workers()
+    monkeypatch.setenv("PHARIA_DATA_WORKERS", "3")
+    assert data_workers() == 3
 
 
 def test_failure_leaves_previous_output_untouched(run: tuple[DataConfig, Path, dict], tmp_path: Path) -> None:

@@ -8,17 +8,20 @@ filtered + quarantined for every source before anything is published, and the wh
 directory appears atomically.
 
 How it streams (three passes, text held for one batch of `STREAM_BATCH` documents at a time):
-1. read -> normalise -> too_short -> exact dedup (a set of 64-bit digests) -> PII scrub -> per
-   batch: language, quality, toxicity -> the survivors go to a spool file on disk with their LSH
+1. read -> normalise -> too_short -> exact dedup (a set of 64-bit digests), then per batch the
+   content filters (pharia.data.content: PII scrub, language, quality, toxicity, LSH band keys),
+   in-process or in `PHARIA_DATA_WORKERS` worker processes with results applied in reading order
+   (outputs are byte-identical either way) -> the survivors go to a spool file on disk with their
    band keys (pharia.data.neardup.BandWriter);
 2. near-duplicate clusters from the band keys (a sort per band, numpy) and the mixture sample,
    both over small per-document arrays (doc digest, size, source);
 3. the spool is read back once: sampled documents go to documents.jsonl + stats.parquet (written in
    row groups), the rest to filtered.jsonl.
 Near-duplicates are removed after the content filters, so a cluster is always represented by a
-document that is itself eligible. RAM per document read: ~70 bytes (exact-dedup digest); per
-document surviving the content filters: ~30 bytes (digest, size, source index, duplicate credit)
-plus a few numpy arrays of 8 bytes during clustering. `make bench` measures it.
+document that is itself eligible. RAM per document read: ~70 bytes (the exact-dedup digest in a
+Python set); per document surviving the content filters ~30 bytes of arrays (digest, size, source,
+duplicate credit, split) plus a few 8-byte numpy arrays during clustering; per kept document ~70
+bytes (the stored text's digest, for `is_duplicate`). `make bench` measures it.
 
 Outputs in `out_dir`: documents.jsonl, stats.parquet, quarantine.jsonl, filtered.jsonl (one record
 per filtered row: filter, detail, PII-scrubbed preview), ingest_report.json.
@@ -27,28 +30,31 @@ per filtered row: filter, detail, PII-scrubbed preview), ingest_report.json.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from pharia.classifiers.language import CODE, IDENTIFIER_NAME, detect_languages
-from pharia.classifiers.toxicity import CLASSIFIER_NAME, toxicity_by_language
+from pharia.classifiers.language import IDENTIFIER_NAME
+from pharia.classifiers.toxicity import CLASSIFIER_NAME
 from pharia.classifiers.wordlist import WORDLIST_NAME
-from pharia.config import ConfigError, DataConfig, SourceConfig, sha256_json
+from pharia.config import DOMAINS, ConfigError, DataConfig, SourceConfig, sha256_json
+from pharia.data.content import ContentSettings, Outcome, filter_batch
 from pharia.data.manifest import atomic_dir, atomic_write_json, remove_stale_siblings, sha256_text, temp_sibling
-from pharia.data.mixture import SAMPLING_RULE, assign_splits, sample, source_budgets
+from pharia.data.mixture import SAMPLING_RULE, SPLIT_NAMES, assign_split_codes, sample, source_budgets, split_score
 from pharia.data.neardup import LIBRARY_NAME as NEAR_DUPLICATE_LIBRARY
 from pharia.data.neardup import NUM_PERM, SHINGLE, BandWriter, cluster, lsh_params
-from pharia.data.normalize import normalize_text, text_stats, truncate
+from pharia.data.normalize import normalize_text, text_stats
 from pharia.data.pii import PII_LIBRARY, PII_TYPES, PLACEHOLDERS, residue, scrub
 from pharia.data.progress import progress
-from pharia.data.quality import quality
 from pharia.data.records import PREVIEW_LIMIT, Filtered, Quarantined
 from pharia.data.sources import check_sources, read_source, source_origin
 
@@ -78,6 +84,7 @@ INGEST_FIELDS = (
     "seed",
 )
 IGNORED_FIELDS = ("vocab_size", "seq_len", "validation", "tokenizer", "gpt2_vocab_file", "domain_tags", "high_quality")
+WORKERS_ENV = "PHARIA_DATA_WORKERS"
 STREAM_BATCH = 512  # documents scored together (language ID and toxicity are batched); bounds the text in RAM
 STATS_ROW_GROUP = 8192
 ENGLISH_SCORER = f"{CLASSIFIER_NAME}, length-weighted mean over paragraphs"
@@ -204,7 +211,14 @@ class _FirstPass:
     Keeps per surviving document only its digest, size and source index (arrays), and per read
     document its exact-dedup digest (a set), so memory is independent of document length."""
 
-    def __init__(self, cfg: DataConfig, counts: dict[str, SourceCounts], spool_dir: Path, out: dict[str, IO[str]]):
+    def __init__(
+        self,
+        cfg: DataConfig,
+        counts: dict[str, SourceCounts],
+        spool_dir: Path,
+        out: dict[str, IO[str]],
+        workers: int = 1,
+    ):
         self.cfg, self.counts, self.out = cfg, counts, out
         self.allowed = set(cfg.allowed_languages)
         self.seen: set[int] = set()  # digests of every readable, long-enough document
@@ -215,6 +229,23 @@ class _FirstPass:
         self.survivor_source = array("H")  # per spooled document: index of its source in cfg.sources
         self.survivor_digest = array("Q")
         self.survivor_chars = array("q")
+        self.settings = ContentSettings(
+            max_doc_chars=cfg.max_doc_chars,
+            allowed_languages=frozenset(cfg.allowed_languages),
+            quality_min_words=cfg.quality_min_words,
+            quality_threshold=cfg.quality_threshold,
+            toxicity_threshold=cfg.toxicity_threshold,
+            near_duplicate_threshold=cfg.near_duplicate_threshold,
+        )
+        self.workers = workers
+        self.pool: ProcessPoolExecutor | None = None
+        if workers > 1:  # spawn: the parent may hold threads (Rust pools, torch) that fork would copy mid-flight
+            self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self.pending: deque[tuple[list[Candidate], Future[list[Outcome]]]] = deque()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
 
     def run(self) -> None:
         for src in self.cfg.sources:
@@ -226,10 +257,12 @@ class _FirstPass:
                     if candidate is not None:
                         batch.append(candidate)
                     if len(batch) >= STREAM_BATCH:
-                        self._content_filters(batch)
+                        self._submit(batch)
                         batch = []
             if batch:
-                self._content_filters(batch)
+                self._submit(batch)
+        while self.pending:
+            self._drain_one()
         self.spool.close()
 
     def _filter(self, c: Any, name: str, detail: str, preview: str = "") -> None:
@@ -262,40 +295,34 @@ class _FirstPass:
             self._filter(item, "exact_duplicate", detail)
             return None
         self.seen.add(digest)
-        # Scrub only what can be kept (scrubbing is the costliest step of reading), plus a margin so a
-        # value across the cut is replaced whole, never left as a fragment; then cut.
-        scrubbed, pii = scrub(text[: self.cfg.max_doc_chars + PII_MARGIN])
         tally.truncated += len(text) > self.cfg.max_doc_chars
-        stored = truncate(scrubbed, self.cfg.max_doc_chars)
-        return Candidate(src.name, src.domain, item.file, item.line, digest, stored, pii=pii)
+        return Candidate(src.name, src.domain, item.file, item.line, digest, text)  # scrubbed by the content pass
 
-    def _content_filters(self, batch: list[Candidate]) -> None:
-        prose = [c for c in batch if c.domain != "code"]
-        for candidate, language in zip(prose, detect_languages([c.text for c in prose]), strict=True):
-            candidate.language = language
-        survivors = []
-        for c in batch:
-            if c.domain == "code":
-                c.language = CODE
-            if c.language != CODE and c.language not in self.allowed:
-                self._filter(c, "language", f"language '{c.language}' not in allowed_languages", c.text)
-                continue
-            result = quality(c.text, c.domain, self.cfg.quality_min_words)
-            c.quality, c.quality_failed = result.score, result.failed
-            if c.quality < self.cfg.quality_threshold:
-                failed = ", ".join(c.quality_failed)
-                detail = f"quality {c.quality:.3f} < {self.cfg.quality_threshold}; failed: {failed}"
-                self._filter(c, "quality", detail, c.text)
-                continue
-            survivors.append(c)
-        scores, _ = toxicity_by_language([c.text for c in survivors], [c.language for c in survivors])
-        for c, score in zip(survivors, scores, strict=True):
-            c.toxicity = float(score)
-            if c.toxicity > self.cfg.toxicity_threshold:
-                self._filter(c, "toxicity", f"toxicity {c.toxicity:.3f} > {self.cfg.toxicity_threshold}", c.text)
+    def _submit(self, batch: list[Candidate]) -> None:
+        """Queue a batch for the content filters; apply the oldest results once enough are in flight
+        (bounded: at most `2 * workers` batches of text are held at any time)."""
+        items = [(c.domain, c.text) for c in batch]
+        if self.pool is None:
+            self._apply(batch, filter_batch(self.settings, items))
+            return
+        self.pending.append((batch, self.pool.submit(filter_batch, self.settings, items)))
+        while len(self.pending) > 2 * self.workers:
+            self._drain_one()
+
+    def _drain_one(self) -> None:
+        batch, future = self.pending.popleft()
+        self._apply(batch, future.result())
+
+    def _apply(self, batch: list[Candidate], outcomes: list[Outcome]) -> None:
+        """Record each outcome in reading order: filtered rows to filtered.jsonl, survivors to the spool."""
+        for c, outcome in zip(batch, outcomes, strict=True):
+            c.text, c.language, c.pii = outcome.text, outcome.language, Counter(dict(outcome.pii))
+            c.quality, c.quality_failed, c.toxicity = outcome.quality, outcome.quality_failed, outcome.toxicity
+            if outcome.rejected_by is not None:
+                self._filter(c, outcome.rejected_by, outcome.detail, c.text)
                 continue
             self.spool.write(c.spool_line())
-            self.bands.add(c.text)
+            self.bands.add_keys(outcome.bands)
             self.survivor_source.append(self.source_index[c.source])
             self.survivor_digest.append(c.digest)
             self.survivor_chars.append(len(c.text))
@@ -308,7 +335,7 @@ class _Selection:
     labels: np.ndarray  # near-duplicate cluster representative (== own index when not a duplicate)
     taken: np.ndarray  # bool: sampled into the mixture
     credit: np.ndarray  # rows removed as exact or near duplicates of this document
-    splits: dict[str, str]  # doc_id -> split, for the taken documents
+    split_codes: np.ndarray  # index into SPLIT_NAMES, meaningful for the taken documents
     budgets: dict[str, float]
     source_names: list[str]
     sources: np.ndarray  # index into source_names
@@ -338,11 +365,18 @@ def _select(cfg: DataConfig, first: _FirstPass) -> _Selection:
         picked, _ = sample(pool, budgets[src.name], lambda i: int(chars[i]), cfg.seed, src.name)
         taken[np.asarray(picked, dtype=np.int64)] = True
     names = [src.name for src in cfg.sources]
-    domains = {
-        doc_id_of(names[sources[i]], int(digests[i])): cfg.sources[sources[i]].domain for i in np.flatnonzero(taken)
-    }
-    splits = assign_splits(domains, cfg.heldout_fraction, cfg.seed, cfg.validation_fraction)
-    return _Selection(labels, taken, credit, splits, budgets, names, sources, digests)
+    domain_codes = np.array([DOMAINS.index(src.domain) for src in cfg.sources], dtype=np.int64)[sources]
+    chosen = np.flatnonzero(taken)
+    scores = np.fromiter(
+        (split_score(doc_id_of(names[sources[i]], int(digests[i])), cfg.seed) for i in chosen),
+        dtype=np.float64,
+        count=len(chosen),
+    )
+    split_codes = np.zeros(n, dtype=np.uint8)
+    split_codes[chosen] = assign_split_codes(
+        domain_codes[chosen], scores, cfg.heldout_fraction, cfg.validation_fraction
+    )
+    return _Selection(labels, taken, credit, split_codes, budgets, names, sources, digests)
 
 
 class _StatsWriter:
@@ -407,7 +441,7 @@ def _write_outputs(
     Returns characters per domain and documents per split."""
     chars_by_domain: Counter[str] = Counter()
     split_docs: Counter[str] = Counter()
-    kept_digests: set[str] = set()
+    kept_digests: set[int] = set()  # 64-bit prefixes of the stored texts' sha256 (ints: compact)
     stats = _StatsWriter(tmp / "stats.parquet")
     threshold = cfg.near_duplicate_threshold
     with (tmp / "documents.jsonl").open("w", encoding="utf-8") as docs, progress("write", total=len(sel.taken)) as bar:
@@ -426,7 +460,7 @@ def _write_outputs(
                 detail = f"source budget of {round(sel.budgets[doc.source])} characters reached"
                 _jsonl(filtered, Filtered(doc.source, doc.file, doc.line, "mixture_downsample", detail, doc.doc_id))
                 continue
-            split = sel.splits[doc.doc_id]
+            split = SPLIT_NAMES[sel.split_codes[index]]
             tally.kept += 1
             tally.chars += len(doc.text)
             tally.pii.update(doc.pii)
@@ -447,13 +481,13 @@ def _write_outputs(
                     "pii_count": sum(doc.pii.values()),  # values scrubbed (replaced by placeholders)
                     **{f"pii_{kind}": doc.pii.get(kind, 0) for kind in PII_TYPES},
                     "pii_residue": residue(doc.text),  # what the detectors still find: the suite expects 0
-                    "is_duplicate": digest in kept_digests,  # of the stored (possibly truncated) text
+                    "is_duplicate": int(digest[:16], 16) in kept_digests,  # of the stored (possibly truncated) text
                     "duplicate_cluster": doc.doc_id,  # kept documents represent their cluster
                     "duplicates_removed": int(sel.credit[index]),
                     "sha256": digest,
                 }
             )
-            kept_digests.add(digest)
+            kept_digests.add(int(digest[:16], 16))
     stats.close()
     return chars_by_domain, split_docs
 
@@ -494,8 +528,24 @@ def _totals(counts: dict[str, SourceCounts]) -> dict[str, Any]:
     return total.as_json()
 
 
-def ingest(cfg: DataConfig, out_dir: Path) -> dict[str, Any]:
-    """Run the ingest stage into `out_dir` (replaced atomically) and return the ingest report."""
+def data_workers() -> int:
+    """Worker processes for the content filters: PHARIA_DATA_WORKERS, default 1 (in-process).
+    Each worker loads the classifiers (~5 s), so more than one pays off from a few hundred MB of text."""
+    raw = os.environ.get(WORKERS_ENV, "1")
+    try:
+        workers = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{WORKERS_ENV}={raw!r}: expected a whole number of worker processes (1 = in-process)"
+        ) from None
+    if workers < 1:
+        raise ConfigError(f"{WORKERS_ENV}={raw!r}: expected at least 1")
+    return workers
+
+
+def ingest(cfg: DataConfig, out_dir: Path, workers: int | None = None) -> dict[str, Any]:
+    """Run the ingest stage into `out_dir` (replaced atomically) and return the ingest report.
+    `workers` processes run the content filters (default: `data_workers()`); outputs do not depend on it."""
     if cfg.max_doc_chars < cfg.min_doc_chars:
         raise ConfigError(
             f"data.max_doc_chars ({cfg.max_doc_chars}) must be >= data.min_doc_chars ({cfg.min_doc_chars})"
@@ -511,8 +561,12 @@ def ingest(cfg: DataConfig, out_dir: Path) -> dict[str, Any]:
                 (tmp / "quarantine.jsonl").open("w", encoding="utf-8") as quarantine,
                 (tmp / "filtered.jsonl").open("w", encoding="utf-8") as filtered,
             ):
-                first = _FirstPass(cfg, counts, spool_dir, {"quarantine": quarantine, "filtered": filtered})
-                first.run()
+                outputs = {"quarantine": quarantine, "filtered": filtered}
+                first = _FirstPass(cfg, counts, spool_dir, outputs, data_workers() if workers is None else workers)
+                try:
+                    first.run()
+                finally:
+                    first.close()
                 selection = _select(cfg, first)
                 chars_by_domain, split_docs = _write_outputs(
                     cfg, spool_dir / "candidates.jsonl", selection, counts, tmp, filtered

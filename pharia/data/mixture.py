@@ -16,6 +16,8 @@ import random
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 SAMPLING_RULE = (
@@ -54,36 +56,51 @@ def split_score(doc_id: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+SPLIT_NAMES = ("train", "validation", "heldout")
+TRAIN, VALIDATION, HELDOUT = range(3)
+
+
+def assign_split_codes(
+    domains: np.ndarray, scores: np.ndarray, heldout_fraction: float, validation_fraction: float
+) -> np.ndarray:
+    """Split code (index into SPLIT_NAMES) per document from its domain code and `split_score`, as
+    arrays, so a corpus of millions of documents costs a few bytes per document.
+
+    `heldout` for scores below `heldout_fraction`, `validation` below `heldout_fraction +
+    validation_fraction`, else `train`. Then, per domain, every split that can exist does: with at
+    least two documents one held-out (the lowest score) and one training document (the highest),
+    with at least three and a validation fraction one validation document (the lowest-scoring
+    training document), so every domain can be evaluated."""
+    codes = np.full(len(scores), TRAIN, dtype=np.uint8)
+    codes[scores < heldout_fraction + validation_fraction] = VALIDATION
+    codes[scores < heldout_fraction] = HELDOUT
+    for domain in np.unique(domains):
+        members = np.flatnonzero(domains == domain)
+        if len(members) < 2:
+            continue
+        ranked = members[np.argsort(scores[members], kind="stable")]
+        if not (codes[members] == HELDOUT).any():
+            codes[ranked[0]] = HELDOUT
+        if not (codes[members] == TRAIN).any():
+            codes[ranked[-1]] = TRAIN
+        trains = ranked[codes[ranked] == TRAIN]
+        if (
+            validation_fraction > 0
+            and len(members) >= 3
+            and len(trains) >= 2
+            and not (codes[members] == VALIDATION).any()
+        ):
+            codes[trains[0]] = VALIDATION
+    return codes
+
+
 def assign_splits(
     domains: dict[str, str], heldout_fraction: float, seed: int, validation_fraction: float = 0.0
 ) -> dict[str, str]:
-    """`heldout` for documents whose score is below `heldout_fraction`, `validation` below
-    `heldout_fraction + validation_fraction`, else `train`. Then, per domain, make sure every split
-    that can exist does: with at least two documents one held-out (the lowest score) and one
-    training document (the highest), with at least three and a validation fraction one validation
-    document (the lowest-scoring training document), so every domain can be evaluated."""
-    scores = {doc_id: split_score(doc_id, seed) for doc_id in domains}
-    split = {
-        doc_id: "heldout"
-        if score < heldout_fraction
-        else "validation"
-        if score < heldout_fraction + validation_fraction
-        else "train"
-        for doc_id, score in scores.items()
-    }
-    by_domain: dict[str, list[str]] = {}
-    for doc_id, domain in domains.items():
-        by_domain.setdefault(domain, []).append(doc_id)
-    for ids in by_domain.values():
-        if len(ids) < 2:
-            continue
-        ranked = sorted(ids, key=lambda d: (scores[d], d))
-        if all(split[d] != "heldout" for d in ids):
-            split[ranked[0]] = "heldout"
-        if all(split[d] != "train" for d in ids):
-            split[ranked[-1]] = "train"
-        trains = [d for d in ranked if split[d] == "train"]
-        has_validation = any(split[d] == "validation" for d in ids)
-        if validation_fraction > 0 and len(ids) >= 3 and len(trains) >= 2 and not has_validation:
-            split[trains[0]] = "validation"
-    return split
+    """`assign_split_codes` for a dict {doc_id: domain}: {doc_id: split name}."""
+    ids = list(domains)
+    names = sorted(set(domains.values()))
+    domain_codes = np.array([names.index(domains[d]) for d in ids], dtype=np.int64)
+    scores = np.array([split_score(d, seed) for d in ids], dtype=np.float64)
+    codes = assign_split_codes(domain_codes, scores, heldout_fraction, validation_fraction)
+    return {doc_id: SPLIT_NAMES[code] for doc_id, code in zip(ids, codes, strict=True)}

@@ -96,7 +96,13 @@ class BandWriter:
         self._fh = self.path.open("wb")
 
     def add(self, text: str) -> None:
-        self._fh.write(band_keys(text, self.threshold).tobytes())
+        self.add_keys(band_keys(text, self.threshold).tobytes())
+
+    def add_keys(self, keys: bytes) -> None:
+        """Append keys computed elsewhere (a worker process) with `band_keys(...).tobytes()`."""
+        if len(keys) != self.bands * BAND_DTYPE.itemsize:
+            raise ValueError(f"expected {self.bands} band keys, got {len(keys) // BAND_DTYPE.itemsize}")
+        self._fh.write(keys)
         self.count += 1
 
     def close(self) -> np.ndarray:
