@@ -36,7 +36,6 @@ everything written there is removed at the end unless --data-keep.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
@@ -524,23 +523,9 @@ def _ingest_copy(ingest_dir: Path, dest: Path, lines: list[bytes]) -> Path:
     return dest
 
 
-@contextlib.contextmanager
-def _tokenizers_parallelism(enabled: bool) -> Iterator[None]:
-    """TOKENIZERS_PARALLELISM for the duration (tokenizers reads it at every batch call)."""
-    previous = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "true" if enabled else "false"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = previous
-
-
 def bench_tokenize(ingest_dir: Path, work: Path, s: DataSettings) -> dict[str, Any]:
     """pack vs bare encode_batch, interleaved over chunks of the ingest output (see the module doc)."""
-    from pharia.data.shards import ENCODE_BATCH, HQ_SPLIT, pack
+    from pharia.data.shards import ENCODE_BATCH, HQ_SPLIT, pack, tokenizers_parallelism
     from pharia.data.tokenizer import load_tokenizer, train_tokenizer
 
     cfg = ingest_config(work / "unused", s)
@@ -567,7 +552,7 @@ def bench_tokenize(ingest_dir: Path, work: Path, s: DataSettings) -> dict[str, A
     def encode_batch(parallel: bool) -> Callable[[int], int]:
         def run(i: int) -> int:
             texts, tokens = unit_texts[i], 0
-            with _tokenizers_parallelism(parallel):
+            with tokenizers_parallelism(parallel):
                 for start in range(0, len(texts), ENCODE_BATCH):
                     tokens += sum(len(e.ids) for e in tokenizer.encode_batch(texts[start : start + ENCODE_BATCH]))
             return tokens

@@ -208,18 +208,6 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def machine_busy_s() -> float | None:
-    """CPU seconds spent busy by the whole machine since boot (Linux /proc/stat), None elsewhere."""
-    try:
-        fields = Path("/proc/stat").read_text(encoding="utf-8").splitlines()[0].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] != "cpu" or len(fields) < 9:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
@@ -603,11 +591,11 @@ def main(argv: list[str] | None = None) -> int:
             if name not in selected:
                 continue
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-            t0, cpu0, busy0 = time.perf_counter(), time.process_time(), machine_busy_s()
+            t0, cpu0, busy0 = time.perf_counter(), time.process_time(), data_bench.machine_busy_s()
             results[name] = runner(cfg, shards, settings)
             wall = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
-            busy1 = machine_busy_s()
+            busy1 = data_bench.machine_busy_s()
             results[name]["wall_s"] = wall
             results[name]["cpu_per_wall"] = cpu / wall  # CPUs this process kept busy, on average
             # CPUs that everything else kept busy meanwhile: the noise the interleaving has to absorb

@@ -124,10 +124,11 @@ def is_high_quality(row: dict[str, Any], cfg: DataConfig) -> bool:
 
 
 @contextlib.contextmanager
-def _parallel_tokenizers() -> Iterator[None]:
-    """Let `encode_batch` use every core for this stage, then restore the caller's setting."""
+def tokenizers_parallelism(enabled: bool = True) -> Iterator[None]:
+    """TOKENIZERS_PARALLELISM for the duration (the library reads it at every batch call): on for
+    this stage, so `encode_batch` uses every core; the caller's setting is restored afterwards."""
     previous = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if enabled else "false"
     try:
         yield
     finally:
@@ -154,7 +155,7 @@ def _encode_all(ingest_dir: Path, tokenizer: Any, writer: _ShardWriter, eos_id: 
                 hq_docs[row["domain"]] += 1
         batch.clear()
 
-    with _parallel_tokenizers():
+    with tokenizers_parallelism():
         for number, row in enumerate(iter_documents(ingest_dir), start=1):
             if "quality" not in row or "toxicity" not in row:
                 raise DataError(
