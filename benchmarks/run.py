@@ -182,27 +182,25 @@ def prepare_environment() -> None:
 
 
 def machine_info() -> dict[str, Any]:
+    """data_bench's machine description (cores, memory, platform, load) plus the torch threading."""
     import numpy
     import torch
 
-    info: dict[str, Any] = {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "load_avg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
+    info = data_bench.machine_info()
+    info.update(
+        {
+            "cpu_model": _cpu_model(),
+            "torch_threads": torch.get_num_threads(),
+            "torch_interop_threads": torch.get_num_interop_threads(),
+            "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+        }
+    )
     try:
         from importlib.metadata import version
 
         info["deepspeed"] = version("deepspeed")
-        info["pharia"] = version("pharia")
     except Exception:  # versions are context, never a reason to fail
         pass
     return info
