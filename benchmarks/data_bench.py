@@ -276,7 +276,8 @@ def run_child(mode: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
     result.update(
         {
             "process_wall_s": wall,  # including the interpreter start and the imports
-            "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB: the child's high-water mark
+            # the child's own VmHWM: wait4's ru_maxrss would be at least this process's size at fork
+            "peak_rss_mb": result["self_maxrss_mb"],
             "peak_tree_rss_mb": peak_tree / 2**20,  # polled every POLL_S: child and any workers it started
             "cpu_per_wall": child_cpu / wall,
             # CPUs everything else on the machine kept busy meanwhile (this parent only polls)

@@ -9,18 +9,19 @@ Usage (by benchmarks/data_bench.py, not by hand): `data_child.py MODE SPEC.json 
           least any JSONL ingest must do, so ingest/parse shows what cleaning and dedup cost on top.
 
 Why a child process: the parent's own memory (the generator's pools, earlier phases) would otherwise
-hide the stage's, and the kernel's high-water mark (`ru_maxrss`) of a fresh process is exact, where
-polling can miss a short peak. The parent reads it from `os.wait4` and also polls the process tree.
+hide the stage's, and the kernel's high-water mark of a fresh address space (VmHWM) is exact, where
+polling can miss a short peak. The parent also polls the process tree.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from pharia.memory import peak_rss_bytes
 
 
 def _rss_mb() -> float:
@@ -76,7 +77,7 @@ def main(argv: list[str]) -> int:
     mode, spec_path, result_path = argv
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     result = {"ingest": run_ingest, "parse": run_parse}[mode](spec)
-    result["self_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    result["self_maxrss_mb"] = peak_rss_bytes() / 2**20  # VmHWM: this program's own peak (pharia.memory)
     Path(result_path).write_text(json.dumps(result), encoding="utf-8")
     return 0
 

@@ -310,13 +310,11 @@ def write_synthetic_shards(root: Path, vocab_size: int, seq_len: int, eval_windo
 
 def fixed_batches(shards_dir: Path, cfg: Any, count: int) -> list[tuple[Any, Any]]:
     """The first `count` batches the trainer's sampler would draw: every candidate trains on these."""
-    from pharia.train.data import ShardSet, TrainBatchSampler
+    from pharia.train.data import MixtureBatches, ShardSet
 
     shards = ShardSet.open(shards_dir, vocab_size=cfg.model.vocab_size)
-    sampler = TrainBatchSampler(
-        shards, seq_len=cfg.data.seq_len, batch_size=cfg.train.micro_batch_size, seed=cfg.train.seed
-    )
-    return [sampler.next_batch() for _ in range(count)]
+    batches = MixtureBatches(shards, split="train", seq_len=cfg.data.seq_len, seed=[cfg.train.seed, 0])
+    return [batches.global_batch(step, cfg.train.micro_batch_size) for step in range(1, count + 1)]
 
 
 def fresh_model(cfg: Any, checkpointing: bool = False) -> Any:
@@ -344,7 +342,7 @@ def bare_step(cfg: Any, batches: list[tuple[Any, Any]], checkpointing: bool = Fa
     optimizer = torch.optim.AdamW(
         optimizer_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tcfg.betas, eps=ADAM_EPS
     )
-    scheduler = WarmupCosineLR(optimizer, **warmup_schedule(tcfg))
+    scheduler = WarmupCosineLR(optimizer, **warmup_schedule(tcfg.max_steps, tcfg.warmup_steps, tcfg.min_lr_ratio))
     scheduler.step(SCHEDULE_FIRST_ITERATION)
 
     def step(i: int) -> float:
@@ -374,16 +372,26 @@ def deepspeed_step(cfg: Any, batches: list[tuple[Any, Any]], zero_stage: int) ->
     import torch
     import torch.nn.functional as F
 
+    from pharia.train.batch_size import plan_batches
     from pharia.train.deepspeed_config import SCHEDULE_FIRST_ITERATION, build_deepspeed_config
     from pharia.train.loop import optimizer_groups
 
     tcfg = cfg.train.model_copy(update={"zero_stage": zero_stage})
+    plan = plan_batches(
+        tcfg, cfg.model, cfg.data.seq_len, torch.distributed.get_world_size(), device=torch.device("cpu")
+    )
+    config = build_deepspeed_config(
+        tcfg,
+        plan,
+        lr=tcfg.lr,
+        warmup_steps=tcfg.warmup_steps,
+        min_lr_ratio=tcfg.min_lr_ratio,
+        total_steps=tcfg.max_steps,
+    )
     model = fresh_model(cfg, tcfg.activation_checkpointing)
     original_linear = F.linear
     engine, _, _, scheduler = deepspeed.initialize(
-        model=model,
-        model_parameters=optimizer_groups(model, tcfg.weight_decay),
-        config=build_deepspeed_config(tcfg, torch.distributed.get_world_size()),
+        model=model, model_parameters=optimizer_groups(model, tcfg.weight_decay), config=config
     )
     engine_linear = F.linear  # zero3_linear_wrap under ZeRO-3, unchanged otherwise
     F.linear = original_linear

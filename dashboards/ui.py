@@ -86,6 +86,11 @@ def runs(uri: str, experiment: str) -> list[queries.RunRow]:
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def stages(uri: str, run_id: str) -> list[queries.RunRow]:
+    return queries.stage_runs(uri, run_id)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def history(uri: str, run_id: str, keys: tuple[str, ...]) -> list[queries.MetricPoint]:
     return queries.metric_history(uri, run_id, keys)
 

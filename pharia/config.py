@@ -182,16 +182,117 @@ class ModelConfig(Strict):
 
 
 # -------------------------------------------------------------------------------------- train
+class ContentFilterConfig(Strict):
+    """Real-time content filter inside the training loop: every training window is decoded and
+    scored by the toxicity classifier of the data stage before it reaches the optimiser."""
+
+    enabled: bool = False
+    threshold: float = Field(default=0.5, gt=0, le=1, description="toxicity score above which text is flagged")
+    action: Literal["drop", "mask"] = Field(
+        default="mask",
+        description="drop = remove a flagged window from the batch; mask = ignore the targets of its flagged spans",
+    )
+    span_tokens: int = Field(default=32, ge=4, description="mask: tokens per scored span of a window")
+
+
+class AdversarialConfig(Strict):
+    """Adversarial training in embedding space (PGD / FreeLB style): the loss at token embeddings
+    perturbed within an L2 ball of radius `epsilon` (per token) is added to the clean loss."""
+
+    enabled: bool = False
+    epsilon: float = Field(default=0.05, gt=0, description="L2 radius of the perturbation per token embedding")
+    step_size: float = Field(default=0.02, gt=0, description="ascent step size per PGD step")
+    steps: int = Field(default=1, ge=1, description="PGD ascent steps per micro-batch")
+    weight: float = Field(default=1.0, gt=0, description="weight of the adversarial loss next to the clean loss")
+    every: int = Field(default=1, ge=1, description="apply to every k-th micro-batch (cost control)")
+
+
+class FairnessConfig(Strict):
+    """Counterfactual fairness regulariser: windows mentioning a demographic term are paired with a
+    copy whose terms are swapped (he <-> she, ...); the gap between their likelihoods is penalised."""
+
+    enabled: bool = False
+    coef: float = Field(default=0.1, gt=0, description="weight of the likelihood-gap penalty")
+    pairs: list[tuple[str, str]] | None = Field(
+        default=None, description="word pairs to swap; default: the built-in gender and religion list"
+    )
+    max_windows: int = Field(default=8, ge=1, description="counterfactual windows per micro-batch at most")
+
+
+class EthicsConfig(Strict):
+    """The SPEC's ethical constraints during training, each a switch with its own MLflow counters."""
+
+    content_filter: ContentFilterConfig = ContentFilterConfig()
+    adversarial: AdversarialConfig = AdversarialConfig()
+    fairness: FairnessConfig = FairnessConfig()
+
+
+TASK_SOURCES: tuple[str, ...] = ("nq-open", "chatterbot", "asdiv", "medication-qa", "xsum-summaries")
+
+
+class TaskDataConfig(Strict):
+    """Instruction/task examples for the task fine-tuning stage, built from packaged offline sets
+    that the evaluation suite does not score (no train/test contamination)."""
+
+    sources: list[str] = Field(default=["nq-open", "chatterbot", "asdiv"], min_length=1)
+    max_examples_per_source: int | None = Field(default=2000, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _known(self) -> "TaskDataConfig":
+        unknown = [s for s in self.sources if s not in TASK_SOURCES]
+        if unknown:
+            raise ValueError(f"unknown task source(s) {', '.join(unknown)}: expected some of {', '.join(TASK_SOURCES)}")
+        return self
+
+
+StageKind = Literal["pretrain", "intermediate", "task"]
+STAGE_SPLITS: dict[str, str] = {"pretrain": "train", "intermediate": "hq", "task": "task"}
+
+
+class StageConfig(Strict):
+    """One training stage; unset fields inherit the `train` section's values.
+
+    pretrain trains on the full mixture (split `train`), intermediate on the high-quality subset
+    (split `hq`), task on instruction/task examples with the loss on answer tokens only. Each stage
+    starts from the previous stage's final weights with a fresh optimizer and its own schedule.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    kind: StageKind
+    max_steps: int = Field(ge=1)
+    lr: float | None = Field(default=None, gt=0)
+    min_lr_ratio: float | None = Field(default=None, ge=0, le=1)
+    warmup_steps: int | None = Field(default=None, ge=0)
+    task: TaskDataConfig | None = Field(default=None, description="kind task: the examples to train on")
+    ethics: EthicsConfig | None = Field(default=None, description="this stage's ethics switches (default: train's)")
+
+    @property
+    def split(self) -> str:
+        return STAGE_SPLITS[self.kind]
+
+
 class TrainConfig(Strict):
-    """DeepSpeed training of one stage (the walking pipeline runs pre-training only)."""
+    """DeepSpeed training: engine settings shared by all stages, and the stages themselves."""
 
     device: Literal["cpu", "cuda"] = "cpu"
     ranks: int = Field(default=1, ge=1, description="local processes (torchrun)")
     zero_stage: Literal[0, 1, 2, 3] = 2
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    micro_batch_size: int = Field(default=8, ge=1)
-    grad_accum_steps: int = Field(default=1, ge=1)
-    max_steps: int = Field(default=200, ge=1)
+    micro_batch_size: int | Literal["auto"] = Field(
+        default=8, description="windows per rank per forward; auto = the largest that fits the memory budget"
+    )
+    grad_accum_steps: int = Field(default=1, ge=1, description="used when global_batch_tokens is not set")
+    global_batch_tokens: int | None = Field(
+        default=None, ge=1, description="tokens per optimizer step over all ranks; sets gradient accumulation"
+    )
+    max_micro_batch_size: int = Field(default=64, ge=1, description="micro_batch_size auto: never more than this")
+    memory_budget_gb: float | None = Field(
+        default=None, gt=0, description="GiB one rank may use (default: CPU 80% of available / ranks, GPU free memory)"
+    )
+    gpu_memory_fraction: float = Field(default=0.85, gt=0, le=1, description="GPU: share of free memory to fill")
+    offload_optimizer: bool = Field(default=False, description="ZeRO 1-3: keep optimizer states in CPU memory")
+    max_steps: int = Field(default=200, ge=1, description="pre-training steps when `stages` is empty")
     lr: float = Field(default=3e-3, gt=0)
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
     warmup_steps: int = Field(default=20, ge=0)
@@ -201,7 +302,29 @@ class TrainConfig(Strict):
     activation_checkpointing: bool = False
     aux_loss_coef: float = Field(default=0.01, ge=0, description="weight of the MoE load-balancing loss")
     log_every: int = Field(default=10, ge=1)
+    checkpoint_every: int = Field(default=100, ge=1, description="optimizer steps between checkpoints")
+    keep_checkpoints: int = Field(default=2, ge=1, description="complete checkpoints kept per stage")
+    eval_every: int = Field(default=0, ge=0, description="steps between continuous evaluations (0 = off)")
+    eval_batches_per_domain: int = Field(default=2, ge=1, description="continuous evaluation: held-out batches")
+    eval_after_stage: bool = Field(default=True, description="run the evaluation suite on each stage's final weights")
+    max_nonfinite_steps: int = Field(default=5, ge=0, description="skipped NaN/inf steps before training aborts")
     seed: int = 0
+    ethics: EthicsConfig = EthicsConfig()
+    stages: list[StageConfig] = Field(default=[], description="empty = one pretrain stage of max_steps")
+
+    @model_validator(mode="after")
+    def _stages(self) -> "TrainConfig":
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        for stage in self.stages:
+            if (stage.kind == "task") != (stage.task is not None):
+                raise ValueError(f"stage '{stage.name}': a task stage needs `task:`, other kinds must not have it")
+        return self
+
+    def stage_list(self) -> list[StageConfig]:
+        """The stages to run, in order (one pretrain stage of `max_steps` when none are configured)."""
+        return list(self.stages) or [StageConfig(name="pretrain", kind="pretrain", max_steps=self.max_steps)]
 
 
 # --------------------------------------------------------------------------------------- eval

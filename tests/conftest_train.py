@@ -8,6 +8,7 @@ broken optimizer, schedule or data pipeline fails.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -42,6 +43,26 @@ def synthetic_tokens(n_tokens: int, vocab_size: int, seed: int, noise: float = 0
     return out
 
 
+TOKENIZER_TEXT = (
+    "He said that his mother and her father were at home. She told him the man and the woman had gone. "
+    "The boy and the girl, the king and the queen, my brother and my sister walked to the market. "
+    "Training data is filtered for toxic content before it reaches the optimiser. You are a stupid idiot. "
+)
+
+
+@functools.lru_cache(maxsize=4)
+def tokenizer_json(vocab_size: int) -> str:
+    """A real byte-level BPE of `vocab_size` ids (eos 0, pad 1), trained on a little English and
+    stdlib source: the synthetic ids then decode to text, as the content filter and probes need."""
+    import json as json_module
+    import string
+
+    from pharia.data.tokenizer import build_tokenizer
+
+    texts = [TOKENIZER_TEXT] * 20 + [json_module.__doc__ or "", string.__doc__ or "", functools.__doc__ or ""]
+    return build_tokenizer(iter(texts), vocab_size).to_str()
+
+
 def write_shards(
     root: Path,
     *,
@@ -49,6 +70,8 @@ def write_shards(
     seq_len: int = 32,
     train_tokens: dict[str, int] | None = None,
     heldout_tokens: dict[str, int] | None = None,
+    extra_splits: dict[str, dict[str, int]] | None = None,
+    text_domains: dict[str, str] | None = None,
     dtype: str = "uint16",
     seed: int = 0,
 ) -> Path:
@@ -58,12 +81,19 @@ def write_shards(
     root.mkdir(parents=True, exist_ok=True)
     splits: dict[str, dict[str, dict]] = {}
     files: dict[str, str] = {}
-    for split_index, (split, sizes) in enumerate((("train", train_tokens), ("heldout", heldout_tokens))):
+    extra = {"validation": {"web": 500, "code": 300}, "hq": {"web": 3000, "code": 1500}}
+    if extra_splits is not None:
+        extra = extra_splits
+    all_splits = (("train", train_tokens), ("heldout", heldout_tokens), *extra.items())
+    for split_index, (split, sizes) in enumerate(all_splits):
         splits[split] = {}
         for domain_index, (domain, n) in enumerate(sorted(sizes.items())):
             rel = f"{split}/{domain}.bin"
             (root / split).mkdir(exist_ok=True)
-            tokens = synthetic_tokens(n, vocab_size, seed=seed * 100 + split_index * 10 + domain_index)
+            if split == "train" and domain in (text_domains or {}):  # real text, e.g. for the content filter
+                tokens = encoded_text((text_domains or {})[domain], vocab_size, n)
+            else:
+                tokens = synthetic_tokens(n, vocab_size, seed=seed * 100 + split_index * 10 + domain_index)
             tokens.astype(dtype).tofile(root / rel)
             digest = hashlib.sha256((root / rel).read_bytes()).hexdigest()
             splits[split][domain] = {"file": rel, "tokens": n, "sha256": digest}
@@ -77,10 +107,24 @@ def write_shards(
         "pad_token_id": PAD,
         "splits": splits,
         "files": files,
-        "tokenizer": {"note": "synthetic test shards"},
+        "tokenizer": {"file": "tokenizer.json", "sha256": _write_tokenizer(root, vocab_size)},
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return root
+
+
+def encoded_text(text: str, vocab_size: int, n_tokens: int) -> np.ndarray:
+    """`text` encoded with the shards' tokenizer, repeated (eos-separated) to exactly `n_tokens`."""
+    from tokenizers import Tokenizer
+
+    ids = Tokenizer.from_str(tokenizer_json(vocab_size)).encode(text).ids + [EOS]
+    return np.resize(np.asarray(ids, dtype=np.int64), n_tokens)
+
+
+def _write_tokenizer(root: Path, vocab_size: int) -> str:
+    path = root / "tokenizer.json"
+    path.write_text(tokenizer_json(vocab_size), encoding="utf-8")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def tiny_pipeline_config(**train: object) -> dict:

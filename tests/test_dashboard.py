@@ -179,6 +179,65 @@ def seed_store(home: Path) -> Seeded:
     return Seeded(uri=ws.mlflow_uri, home=home, run_id=run_ids[0], failing_run_id=run_ids[1], report=reports["1"])
 
 
+# (name, kind, split, max_steps, lr, micro batch, accumulation, final loss, ethics metrics it logs)
+STAGES = (
+    (
+        "pretrain",
+        "pretrain",
+        "train",
+        40,
+        3e-3,
+        8,
+        2,
+        5.125,
+        {"filter_windows_flagged_total": 7.0, "filter_tokens_masked_total": 312.0},
+    ),
+    ("intermediate", "intermediate", "train", 20, 1e-3, 4, 4, 4.5, {"adv_clean_gap": 0.25}),
+    ("task", "task", "task_train", 10, 5e-4, 2, 8, 3.75, {"fair_gap": 0.125, "fair_penalty": 0.0125}),
+)
+
+
+def seed_stages(uri: str, parent_run_id: str) -> list[str]:
+    """The nested stage runs `pharia.train.runs.TrainingRuns` writes under a pipeline run: tags,
+    params and stage-local metrics. Created last stage first, with start times in that order too,
+    so only the `<index>-` name prefix gives the pipeline order (as after re-running a stage)."""
+    client = MlflowClient(uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    start = int(time.time() * 1000)
+    run_ids: dict[int, str] = {}
+    for index in reversed(range(len(STAGES))):
+        name, kind, split, steps, lr, micro, accum, final_loss, ethics = STAGES[index]
+        tags = {"mlflow.parentRunId": parent_run_id, "pharia.stage": name, "pharia.stage_kind": kind}
+        run = client.create_run(
+            experiment_id, start_time=start + 10 * (len(STAGES) - index), tags=tags, run_name=f"{index + 1}-{name}"
+        )
+        params = {
+            "stage": name,
+            "kind": kind,
+            "split": split,
+            "schedule.max_steps": str(steps),
+            "schedule.lr": str(lr),
+            "batch.micro_batch_size": str(micro),
+            "batch.grad_accum_steps": str(accum),
+            "batch.reason": "fits the memory budget",
+            "world_size": "1",
+            "zero_stage": "2",
+            "precision": "fp32",
+            "device": "cpu",
+            "init_from": "random" if index == 0 else f"/tmp/stage-{index - 1}/model",
+        }
+        metrics = []
+        for step in range(0, steps + 1, 5):
+            loss = final_loss + (steps - step) * 0.01
+            metrics += [Metric("train_loss", loss, start + step, step), Metric("lr", lr, start + step, step)]
+            metrics.append(Metric("nonfinite_steps_total", 0.0 if index else 1.0, start + step, step))
+            metrics += [Metric(k, v * step / steps, start + step, step) for k, v in ethics.items()]
+        client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
+        client.set_terminated(run.info.run_id)
+        run_ids[index] = run.info.run_id
+    return [run_ids[i] for i in range(len(STAGES))]
+
+
 @pytest.fixture
 def home(tmp_path: Path, mlflow_template_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty workspace with a migrated database; the dashboard finds it through PHARIA_HOME."""
@@ -193,6 +252,12 @@ def home(tmp_path: Path, mlflow_template_db: Path, monkeypatch: pytest.MonkeyPat
 @pytest.fixture
 def seeded(home: Path) -> Seeded:
     return seed_store(home)
+
+
+@pytest.fixture
+def staged(seeded: Seeded) -> list[str]:
+    """Stage runs under the first pipeline run; the second stays a run from before stages."""
+    return seed_stages(seeded.uri, seeded.run_id)
 
 
 def run_page(page: str | None = None) -> AppTest:
@@ -231,6 +296,70 @@ def test_queries_read_the_seeded_store(seeded: Seeded) -> None:
     losses = [p for p in history if p.key == "train_loss"]
     assert [p.step for p in losses] == list(range(0, 40, 5))
     assert losses[0].value == pytest.approx(7.6)
+
+
+def test_stage_runs_are_listed_under_their_pipeline_run_only(seeded: Seeded, staged: list[str]) -> None:
+    runs = queries.list_runs(seeded.uri, "pharia")
+    assert {r.run_id for r in runs} == {seeded.run_id, seeded.failing_run_id}
+    assert all(r.stage is None and r.parent_run_id is None for r in runs)
+    everything = queries.list_runs(seeded.uri, "pharia", include_stages=True)
+    assert {r.run_id for r in everything} == {seeded.run_id, seeded.failing_run_id, *staged}
+    assert len(queries.list_runs(seeded.uri, "pharia", max_results=2)) == 2  # stage runs do not eat the limit
+
+    stages = queries.stage_runs(seeded.uri, seeded.run_id)
+    assert [s.run_id for s in stages] == staged  # pipeline order although created (and started) in reverse
+    assert [(s.run_name, s.stage, s.stage_kind, s.parent_run_id) for s in stages] == [
+        ("1-pretrain", "pretrain", "pretrain", seeded.run_id),
+        ("2-intermediate", "intermediate", "intermediate", seeded.run_id),
+        ("3-task", "task", "task", seeded.run_id),
+    ]
+    assert queries.get_run(seeded.uri, staged[2]).stage == "task"
+    assert queries.stage_runs(seeded.uri, seeded.failing_run_id) == []
+
+    task = stages[2].stage_record()
+    assert task == {
+        "stage": "task",
+        "kind": "task",
+        "split": "task_train",
+        "steps": 10,
+        "lr": pytest.approx(5e-4),
+        "micro-batch × accumulation": "2 × 8",
+        "final train_loss": pytest.approx(3.75),
+        "world size": 1,
+        "ZeRO stage": 2,
+        "precision": "fp32",
+        "status": "FINISHED",
+    }
+
+    ethics = {row.pop("counter"): row for row in queries.ethics_rows(stages)}
+    # only what some stage logged, in the fixed order; no `skipped_steps_total` logged, so no row for it
+    assert list(ethics) == [
+        "filter: windows flagged",
+        "filter: tokens masked",
+        "adversarial: clean gap",
+        "fairness: gap",
+        "fairness: penalty",
+        "non-finite steps",
+    ]
+    assert all(list(row) == ["pretrain", "intermediate", "task"] for row in ethics.values())
+    assert ethics["filter: tokens masked"] == {"pretrain": 312.0, "intermediate": None, "task": None}
+    assert ethics["adversarial: clean gap"]["intermediate"] == pytest.approx(0.25)
+    assert ethics["fairness: penalty"]["task"] == pytest.approx(0.0125)
+    assert ethics["non-finite steps"] == {"pretrain": 1.0, "intermediate": 0.0, "task": 0.0}
+    assert queries.ethics_rows([]) == []
+
+
+def test_a_stage_trained_twice_keeps_both_columns_of_counters() -> None:
+    def row(run_id: str, stage: str, flagged: float) -> queries.RunRow:
+        metrics = {"filter_windows_flagged_total": flagged}
+        return queries.RunRow(run_id, f"1-{stage}", "FINISHED", None, None, None, {}, metrics, stage=stage)
+
+    rows = queries.ethics_rows(
+        [row("a" * 32, "pretrain", 3.0), row("b" * 32, "pretrain", 5.0), row("c" * 32, "task", 0)]
+    )
+    assert rows == [
+        {"counter": "filter: windows flagged", "pretrain (aaaaaaaa)": 3.0, "pretrain (bbbbbbbb)": 5.0, "task": 0}
+    ]
 
 
 def test_report_comes_from_run_artifacts_then_from_the_tag_path(seeded: Seeded) -> None:
@@ -285,6 +414,38 @@ def test_runs_page_shows_runs_curves_and_evaluation(seeded: Seeded) -> None:
     assert evaluation["eval_ppl_code"] == pytest.approx(800.0)
     assert evaluation["eval_toxicity_mean"] == pytest.approx(0.031)
     assert "Throughput: 2,735 tokens/s at step 35" in texts(at)
+
+
+def test_runs_page_shows_training_stages_of_a_staged_run_only(seeded: Seeded, staged: list[str]) -> None:
+    at = run_page("runs")
+    assert set(at.dataframe[0].value["run id"]) == {seeded.run_id, seeded.failing_run_id}  # no stage rows
+    at.selectbox(key="run").select(seeded.run_id).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert [h.value for h in at.subheader] == ["Training", "Training stages", "Evaluation"]
+    table = at.dataframe[1].value
+    assert list(table["stage"]) == ["pretrain", "intermediate", "task"]
+    pretrain = table.iloc[0]
+    assert pretrain["kind"] == "pretrain" and pretrain["steps"] == 40
+    assert pretrain["micro-batch × accumulation"] == "8 × 2"
+    assert pretrain["final train_loss"] == pytest.approx(5.125)
+    assert pretrain["ZeRO stage"] == 2 and pretrain["precision"] == "fp32" and pretrain["status"] == "FINISHED"
+    assert "Ethics and stability counters" in texts(at)
+    ethics = at.dataframe[2].value.set_index("counter")
+    assert list(ethics.columns) == ["pretrain", "intermediate", "task"]
+    assert ethics.loc["filter: windows flagged", "pretrain"] == pytest.approx(7.0)
+    assert ethics.loc["adversarial: clean gap", "intermediate"] == pytest.approx(0.25)
+    assert ethics.loc["fairness: gap", "task"] == pytest.approx(0.125)
+    assert "skipped steps" not in ethics.index
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 4  # loss, learning rate, loss by stage, perplexity by domain
+    stage_chart = json.loads(charts[2].proto.spec)
+    assert stage_chart["encoding"]["color"]["sort"] == ["1-pretrain", "2-intermediate", "3-task"]
+
+    at.selectbox(key="run").select(seeded.failing_run_id).run()
+    assert not at.exception
+    assert [h.value for h in at.subheader] == ["Training", "Evaluation"]
+    assert "Ethics and stability counters" not in texts(at)
+    assert len(at.get("vega_lite_chart")) == 3
 
 
 def test_compliance_page_shows_verdict_requirements_lineage_and_downloads(seeded: Seeded) -> None:

@@ -22,7 +22,11 @@ def micro_config():
     raw["data"].update(target_chars=250_000, vocab_size=512, seq_len=64)
     raw["data"]["validation"]["min_rows"] = 20
     raw["model"].update(vocab_size=512, d_model=64, n_layers=2, n_heads=2, max_seq_len=64)
-    raw["train"].update(max_steps=12, warmup_steps=2, log_every=3, micro_batch_size=4)
+    raw["train"].update(max_steps=12, warmup_steps=2, log_every=3, micro_batch_size=4, global_batch_tokens=256)
+    raw["train"].update(eval_every=6, checkpoint_every=6)
+    raw["train"]["stages"] = [  # the three stages of the preset, a few steps each
+        {**stage, "max_steps": steps} for stage, steps in zip(raw["train"]["stages"], (12, 4, 4), strict=True)
+    ]
     raw["eval"].update(max_batches_per_domain=1, n_generations=4, max_new_tokens=8)
     raw["registry"]["model_name"] = "pharia-micro"
     raw["gates"]["max_perplexity"] = 1e6
@@ -65,7 +69,10 @@ def test_pipeline_registers_a_version_whose_tags_data_and_report_agree(workspace
     losses = client.get_metric_history(run.info.run_id, "train_loss")
     assert len(losses) >= 3 and [m.step for m in losses] == sorted(m.step for m in losses)
     assert {"lr", "tokens_per_s", "eval_ppl_overall", "eval_toxicity_rate"} <= set(run.data.metrics)
-    assert run.data.params["train.max_steps"] == "12"
+    assert max(m.step for m in losses) == 20  # one curve across the three stages (12 + 4 + 4 steps)
+    stage_runs = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert sorted(r.data.tags["pharia.stage"] for r in stage_runs) == ["intermediate", "pretrain", "task"]
+    assert all(r.info.status == "FINISHED" and "train_loss" in r.data.metrics for r in stage_runs)
 
     # The dossier on disk, the one logged to the run and the version's tags agree.
     report_path = Path(tags["compliance_report"])

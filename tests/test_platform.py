@@ -222,7 +222,8 @@ def test_pipeline_triggered_through_the_deployment_registers_a_model(
     cfg = load_config("tiny").model_dump(mode="json")
     cfg["name"] = "e2e"
     cfg["data"]["target_chars"] = 300_000
-    cfg["train"] |= {"max_steps": 6, "warmup_steps": 1, "log_every": 2}
+    cfg["train"] |= {"max_steps": 6, "warmup_steps": 1, "log_every": 2, "global_batch_tokens": 512}
+    cfg["train"]["stages"] = [{**stage, "max_steps": 3} for stage in cfg["train"]["stages"]]
     cfg["eval"] |= {"max_batches_per_domain": 1, "n_generations": 2, "max_new_tokens": 8}
     cfg["registry"]["model_name"] = "pharia-e2e"
     status, body = _get(f"{platform.prefect}/api/deployments/name/pharia-pipeline/local")

@@ -13,11 +13,12 @@ import typer
 from conftest_train import EOS, PAD, tiny_pipeline_config, write_config, write_shards
 from typer.testing import CliRunner
 
-from pharia.config import TrainConfig, validate_config
+from pharia.config import ModelConfig, TrainConfig, validate_config
 from pharia.errors import TrainingError
+from pharia.train.batch_size import plan_batches
 from pharia.train.cli import app as train_app
 from pharia.train.cli import single_process_env
-from pharia.train.data import ShardSet, TrainBatchSampler, iter_heldout_batches
+from pharia.train.data import MixtureBatches, ShardSet, iter_heldout_batches
 from pharia.train.deepspeed_config import SCHEDULE_FIRST_ITERATION, build_deepspeed_config, warmup_schedule
 from pharia.train.launch import child_environment, failure_line, run_training
 
@@ -26,11 +27,18 @@ pytest_plugins = ["conftest_train"]
 
 
 # -------------------------------------------------------------------------- DeepSpeed config
+def _ds_config(train: TrainConfig, world_size: int) -> dict:
+    """The config of the train section's own schedule, for a plan on `world_size` CPU ranks."""
+    plan = plan_batches(train, ModelConfig(), 128, world_size, device=torch.device("cpu"))
+    schedule = {"lr": train.lr, "warmup_steps": train.warmup_steps, "min_lr_ratio": train.min_lr_ratio}
+    return build_deepspeed_config(train, plan, **schedule, total_steps=train.max_steps)
+
+
 def test_deepspeed_config_carries_the_train_config() -> None:
     train = TrainConfig(
         zero_stage=3, precision="bf16", micro_batch_size=4, grad_accum_steps=8, lr=3e-4, betas=(0.9, 0.95)
     )
-    ds = build_deepspeed_config(train, world_size=64)
+    ds = _ds_config(train, world_size=64)
     assert ds["train_batch_size"] == 4 * 8 * 64
     assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["gradient_accumulation_steps"] == 8
     assert ds["gradient_clipping"] == 1.0
@@ -44,10 +52,10 @@ def test_deepspeed_config_carries_the_train_config() -> None:
 
 
 def test_fp16_uses_dynamic_loss_scaling() -> None:
-    ds = build_deepspeed_config(TrainConfig(precision="fp16"), world_size=1)
+    ds = _ds_config(TrainConfig(precision="fp16"), world_size=1)
     assert ds["fp16"]["enabled"] is True and ds["fp16"]["loss_scale"] == 0
     assert ds["bf16"]["enabled"] is False
-    fp32 = build_deepspeed_config(TrainConfig(precision="fp32"), world_size=1)
+    fp32 = _ds_config(TrainConfig(precision="fp32"), world_size=1)
     assert not fp32["fp16"]["enabled"] and not fp32["bf16"]["enabled"]
 
 
@@ -57,7 +65,7 @@ def test_schedule_runs_warmup_then_cosine_to_the_floor_in_deepspeed() -> None:
 
     train = TrainConfig(max_steps=40, warmup_steps=8, lr=1e-3, min_lr_ratio=0.1)
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=train.lr)
-    scheduler = WarmupCosineLR(optimizer, **warmup_schedule(train))
+    scheduler = WarmupCosineLR(optimizer, **warmup_schedule(train.max_steps, train.warmup_steps, train.min_lr_ratio))
     scheduler.step(SCHEDULE_FIRST_ITERATION)
     lrs = []
     for _ in range(train.max_steps):
@@ -114,27 +122,16 @@ def test_shard_set_rejects_broken_shards_with_a_clear_message(
         ShardSet.open(synthetic_shards, vocab_size=vocab)
 
 
-def test_train_batches_are_seeded_shifted_windows_of_the_files(synthetic_shards: Path) -> None:
+def test_train_batches_are_shifted_windows_of_the_files(synthetic_shards: Path) -> None:
     shards = ShardSet.open(synthetic_shards)
     files = [np.fromfile(f.path, dtype=np.uint16).astype(np.int64) for f in shards.files["train"].values()]
-
-    def batches(seed: int, rank: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        sampler = TrainBatchSampler(shards, seq_len=32, batch_size=4, seed=seed, rank=rank)
-        return [sampler.next_batch() for _ in range(3)]
-
-    first, again, other_rank = batches(0, 0), batches(0, 0), batches(0, 1)
-    for (x, y), (x2, y2) in zip(first, again, strict=True):
-        assert torch.equal(x, x2) and torch.equal(y, y2)
-    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other_rank, strict=True))
-    for x, y in first:
-        assert x.shape == y.shape == (4, 32) and x.dtype == torch.long
-        assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
-        for row in torch.cat([x, y[:, -1:]], dim=1).numpy():  # each window is a real slice of one file
-            assert any(
-                np.array_equal(tokens[s : s + 33], row)
-                for tokens in files
-                for s in np.flatnonzero(tokens[: len(tokens) - 32] == row[0])
-            )
+    x, y = MixtureBatches(shards, split="train", seq_len=32, seed=[0, 0]).global_batch(1, 4)
+    assert x.shape == y.shape == (4, 32) and x.dtype == torch.long
+    assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
+    for row in torch.cat([x, y[:, -1:]], dim=1).numpy():  # each window is a real slice of one file
+        assert any(
+            any(np.array_equal(f[o : o + 33], row) for o in np.flatnonzero(f[: len(f) - 32] == row[0])) for f in files
+        )
 
 
 def test_heldout_windows_score_every_token_once_and_pad_the_last(tmp_path: Path) -> None:
@@ -147,7 +144,7 @@ def test_heldout_windows_score_every_token_once_and_pad_the_last(tmp_path: Path)
     assert torch.equal(x_last[:6], torch.from_numpy(tokens[64:70].astype(np.int64))) and (x_last[6:] == PAD).all()
     assert (y_last[5:] == -100).all() and (y_last[:5] != -100).all()
     assert len(list(iter_heldout_batches(shards, "web", seq_len=16, batch_size=2, max_batches=1))) == 1
-    with pytest.raises(TrainingError, match="no held-out file for domain 'books'"):
+    with pytest.raises(TrainingError, match="no heldout file for domain 'books'"):
         next(iter_heldout_batches(shards, "books", seq_len=16, batch_size=2))
 
 
@@ -156,9 +153,9 @@ def test_out_of_vocabulary_tokens_are_reported(tmp_path: Path) -> None:
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["vocab_size"] = 300  # ids up to 511 are in the files
     (root / "manifest.json").write_text(json.dumps(manifest))
-    sampler = TrainBatchSampler(ShardSet.open(root), seq_len=32, batch_size=64, seed=0)
+    batches = MixtureBatches(ShardSet.open(root), split="train", seq_len=32, seed=[0])
     with pytest.raises(TrainingError, match="outside the vocabulary of 300"):
-        sampler.next_batch()
+        batches.global_batch(1, 64)
 
 
 # ---------------------------------------------------------------------------- launcher pieces
@@ -195,7 +192,7 @@ def test_single_process_env_is_what_deepspeed_needs() -> None:
 
 
 def test_train_outside_a_distributed_environment_explains_itself(synthetic_shards: Path, monkeypatch) -> None:
-    from pharia.train.loop import train
+    from pharia.train.trainer import train
 
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(var, raising=False)
@@ -204,15 +201,16 @@ def test_train_outside_a_distributed_environment_explains_itself(synthetic_shard
         train(cfg, synthetic_shards, synthetic_shards.parent / "out", None, None)
 
 
-def test_pharia_train_is_a_direct_command() -> None:
+def test_pharia_train_is_a_direct_command(tmp_path: Path) -> None:
     root = typer.Typer()
     root.add_typer(train_app, name="train")
     result = CliRunner().invoke(root, ["train", "--help"])
     assert result.exit_code == 0
-    for option in ("--config", "--shards", "--out", "--tracking-uri", "--run-id", "--ranks"):
+    for option in ("--config", "--stage", "--shards", "--out", "--tracking-uri", "--run-id", "--ranks"):
         assert option in result.output
-    missing = CliRunner().invoke(root, ["train", "--config", "tiny"])
-    assert missing.exit_code != 0 and "--shards" in missing.output
+    missing = CliRunner().invoke(root, ["train", "--config", "tiny", "--shards", str(tmp_path / "none")])
+    assert isinstance(missing.exception, TrainingError)  # checked before any worker starts
+    assert "shard manifest not found" in str(missing.exception)
 
 
 # ------------------------------------------------------------------- DeepSpeed on CPU, for real
@@ -303,7 +301,9 @@ def test_run_training_two_ranks_zero3_bf16_moe_shared(
     assert summary["tokens_seen"] == 6 * 8 * 2 * 2 * 32
     assert summary["params_unique"] < summary["params_total"]
     assert summary["final_loss"] < summary["first_loss"]
-    aux = _metric_steps(train_mlflow_uri, run_id, "aux_loss")
+    stage_run = json.loads((tmp_path / "out" / "stages" / "pretrain" / "mlflow_run.json").read_text())["run_id"]
+    assert client.get_run(stage_run).data.tags["mlflow.parentRunId"] == run_id
+    aux = _metric_steps(train_mlflow_uri, stage_run, "aux_loss")
     assert [step for step, _ in aux] == [3, 6] and all(value >= 0.99 for _, value in aux)
 
     model, cfg = load_pretrained(Path(summary["model_dir"]))
@@ -327,9 +327,7 @@ def test_run_training_failure_carries_the_childs_message(
     assert not (tmp_path / "out" / "train_summary.json").exists()
 
 
-def test_sampler_draws_domains_by_mixture_weight_not_by_token_count(tmp_path: Path) -> None:
-    from pharia.train.data import ShardSet, TrainBatchSampler
-
+def test_batches_draw_domains_by_mixture_weight_not_by_token_count(tmp_path: Path) -> None:
     root = write_shards(tmp_path / "s", train_tokens={"web": 20_000, "code": 2_000})
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["domain_shares"] = {"web": {"target": 0.5, "achieved": 0.9}, "code": {"target": 0.5, "achieved": 0.1}}
@@ -338,9 +336,9 @@ def test_sampler_draws_domains_by_mixture_weight_not_by_token_count(tmp_path: Pa
     assert shards.domain_targets == {"web": 0.5, "code": 0.5}
 
     def draw(weights):
-        sampler = TrainBatchSampler(shards, seq_len=32, batch_size=50, seed=3, domain_weights=weights)
-        batches = [sampler.next_batch()[0] for _ in range(40)]
-        return sampler.mixture(), batches
+        batches = MixtureBatches(shards, split="train", seq_len=32, seed=[3], domain_weights=weights)
+        drawn = [batches.global_batch(step, 50)[0] for step in range(1, 41)]
+        return batches.mixture(), drawn
 
     weighted, first = draw(shards.domain_targets)
     assert weighted["code"]["drawn"] == pytest.approx(0.5, abs=0.05)

@@ -1,4 +1,5 @@
-"""Pipeline runs: the runs table, then one run's training curves and evaluation metrics."""
+"""Pipeline runs: the runs table, then one run's training curves, its training stages (if it was
+trained in stages) and evaluation metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pharia.config import RegistryConfig
 from pharia.registry import queries
 
 CURVES = ("train_loss", "lr", "tokens_per_s")
+ETHICS_HELP = (
+    "As last logged in each stage: `*_total` counters add up over the stage, gaps and penalties are the last value."
+)
 
 st.title("Runs")
 uri = ui.tracking_uri()
@@ -63,6 +67,56 @@ else:
     speed = points[points["metric"] == "tokens_per_s"]
     if not speed.empty:
         st.caption(f"Throughput: {speed['value'].iloc[-1]:,.0f} tokens/s at step {int(speed['step'].iloc[-1])}")
+
+stages = ui.stages(uri, run_id)
+if stages:  # runs trained before stages existed have no nested runs and get no section at all
+    st.subheader("Training stages")
+    st.dataframe(
+        ui.frame([s.stage_record() for s in stages]),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "lr": st.column_config.NumberColumn(format="%.2e"),
+            "final train_loss": st.column_config.NumberColumn(format="%.4f"),
+        },
+    )
+    loss_column, ethics_column = st.columns(2)
+    with loss_column:
+        # Stage-local steps, each stage's line starting at 0: the chart above already shows the run at
+        # global steps, so this one is for comparing stages, and a short task stage stays visible
+        # instead of being a sliver at the right end of the pretraining curve.
+        st.markdown("**Training loss by stage** (`train_loss`, stage-local steps)")
+        losses = ui.frame(
+            [
+                {"stage": s.run_name, "step": p.step, "value": p.value}
+                for s in stages
+                for p in ui.history(uri, s.run_id, ("train_loss",))
+            ]
+        )
+        if losses.empty:
+            st.caption("`train_loss` not logged by any stage")
+        else:
+            chart = (
+                alt.Chart(losses)
+                .mark_line(point=int(losses.groupby("stage").size().max()) < 30)
+                .encode(
+                    x=alt.X("step:Q", title="step within the stage"),
+                    y=alt.Y("value:Q", title="train_loss", scale=alt.Scale(zero=False)),
+                    color=alt.Color("stage:N", sort=[s.run_name for s in stages], title="stage"),
+                    tooltip=["stage", "step", "value"],
+                )
+            )
+            st.altair_chart(chart, width="stretch")
+    with ethics_column:
+        ethics = queries.ethics_rows(stages)
+        if ethics:
+            st.markdown("**Ethics and stability counters**")
+            st.dataframe(
+                ui.frame(ethics),
+                hide_index=True,
+                width="stretch",
+                column_config={"counter": st.column_config.TextColumn(help=ETHICS_HELP)},
+            )
 
 st.subheader("Evaluation")
 evaluation = run.evaluation

@@ -17,17 +17,26 @@ from pharia.train.data import IGNORE_INDEX, ShardSet, iter_heldout_batches
 
 @torch.no_grad()
 def heldout_metrics(
-    model: torch.nn.Module, shards_dir: Path, seq_len: int, max_batches: int, batch_size: int = 8
+    model: torch.nn.Module,
+    shards_dir: Path,
+    seq_len: int,
+    max_batches: int,
+    batch_size: int = 8,
+    split: str = "heldout",
 ) -> dict[str, dict[str, float]]:
-    """Per domain: mean token negative log-likelihood, perplexity, bits per token, tokens scored."""
+    """Per domain of `split`: mean token negative log-likelihood, perplexity, bits per token, tokens scored."""
     shards = ShardSet.open(shards_dir)
     model.eval()
+    device = next(model.parameters()).device
     results: dict[str, dict[str, float]] = {}
-    for domain in shards.domains("heldout"):
+    for domain in shards.domains(split):
         total_nll, total_tokens = 0.0, 0
-        batches = iter_heldout_batches(shards, domain, seq_len=seq_len, batch_size=batch_size, max_batches=max_batches)
+        batches = iter_heldout_batches(
+            shards, domain, seq_len=seq_len, batch_size=batch_size, max_batches=max_batches, split=split
+        )
         for inputs, targets in batches:
-            logits = model(inputs).logits.float()
+            logits = model(inputs.to(device)).logits.float()
+            targets = targets.to(device)
             total_nll += float(
                 torch.nn.functional.cross_entropy(
                     logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"

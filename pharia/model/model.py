@@ -31,9 +31,9 @@ INIT_STD = 0.02
 
 
 class ModelOutput(NamedTuple):
-    """`loss` is the mean cross-entropy over targets != -100 (None without targets); `aux_loss` the
-    mean MoE load-balancing loss over layers and `z_loss` the mean router z-loss (both None for a
-    dense model), for the trainer to weight.
+    """`loss` is the mean cross-entropy over targets != -100 (0 when every target is -100, None
+    without targets); `aux_loss` the mean MoE load-balancing loss over layers and `z_loss` the mean
+    router z-loss (both None for a dense model), for the trainer to weight.
 
     A NamedTuple rather than a dataclass: DeepSpeed ZeRO-3 finds the output tensors of a module
     (to hook its backward) only inside tuples, lists and dicts.
@@ -89,7 +89,8 @@ class Block(nn.Module):
 
 
 class PhariaLM(nn.Module):
-    """GPT-style decoder; `forward(input_ids, targets=None, attention_mask=None) -> ModelOutput`."""
+    """GPT-style decoder; `forward(input_ids, targets=None, attention_mask=None, cache=None, embedding_delta=None)
+    -> ModelOutput`."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -166,12 +167,22 @@ class PhariaLM(nn.Module):
         targets: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        embedding_delta: torch.Tensor | None = None,
     ) -> ModelOutput:
         """`input_ids` (B, T); `targets` (B, T) with -100 for ignored positions; `attention_mask`
         (B, T) True for real tokens (left padding in batched generation): positions then count real
         tokens only and padded keys are hidden. With a `cache` (see `new_cache`), `input_ids` are
         the next T tokens after the cached ones, `attention_mask` covers cached and new positions,
-        and the cache is extended in place."""
+        and the cache is extended in place.
+
+        `embedding_delta` (B, T, d_model) is added to the token embeddings before dropout: adversarial
+        training (`pharia.train.ethics.adversarial`) perturbs the continuous embeddings, since tokens
+        themselves are discrete, and must reach them through the model (or a DeepSpeed engine that
+        only passes arguments through) rather than by patching its modules.
+
+        The loss is sum / max(count, 1) over scored targets: a micro-batch whose targets are all -100
+        (the content filter can mask a whole one) gives 0 with a graph and zero gradient, where
+        `cross_entropy`'s mean reduction would give NaN and poison the accumulated gradients."""
         batch, seq = input_ids.shape
         past = cache.length if cache is not None else 0
         if past + seq > self.cfg.max_seq_len:
@@ -189,7 +200,10 @@ class PhariaLM(nn.Module):
             sparse = (self.cfg.sparse_window, self.cfg.sparse_block_size, self.cfg.sparse_top_k_blocks)
         spec = AttentionSpec(key_padding=key_padding, sparse=sparse)
 
-        x = self.drop(self.tok_emb(input_ids))
+        x = self.tok_emb(input_ids)
+        if embedding_delta is not None:
+            x = x + embedding_delta.to(x.dtype)
+        x = self.drop(x)
         aux_terms: list[torch.Tensor] = []
         z_terms: list[torch.Tensor] = []
         recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
@@ -206,9 +220,11 @@ class PhariaLM(nn.Module):
 
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
+            flat_targets = targets.reshape(-1)
+            total = F.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), flat_targets, ignore_index=IGNORE_INDEX, reduction="sum"
             )
+            loss = total / (flat_targets != IGNORE_INDEX).sum().clamp(min=1)
         aux_loss = torch.stack(aux_terms).mean() if aux_terms else None
         z_loss = torch.stack(z_terms).mean() if z_terms else None
         return ModelOutput(logits=logits, loss=loss, aux_loss=aux_loss, z_loss=z_loss)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
@@ -33,6 +34,23 @@ KEY_PARAMS = ("train.max_steps", "train.zero_stage", "train.precision", "model.d
 KEY_METRICS = ("train_loss", "eval_ppl_overall", "eval_toxicity_rate", "tokens_per_s")
 DOMAIN_PPL_PREFIX = "eval_ppl_"
 _NOT_DOMAINS = ("overall", "worst_domain")
+# The trainer's nested run per stage (pharia.train.runs): MLflow's parent link plus pharia's own tags.
+PARENT_TAG = "mlflow.parentRunId"
+STAGE_TAG = "pharia.stage"
+STAGE_KIND_TAG = "pharia.stage_kind"
+# `<index>-<stage>`: the trainer names stage runs by their 1-based position in the pipeline.
+_STAGE_INDEX = re.compile(r"^(\d+)-")
+# Ethics and stability counters a stage run may log, with the column each gets. Counters ending in
+# `_total` are cumulative over the stage; the others are the value at the stage's last log step.
+ETHICS_COUNTERS = {
+    "filter_windows_flagged_total": "filter: windows flagged",
+    "filter_tokens_masked_total": "filter: tokens masked",
+    "adv_clean_gap": "adversarial: clean gap",
+    "fair_gap": "fairness: gap",
+    "fair_penalty": "fairness: penalty",
+    "nonfinite_steps_total": "non-finite steps",
+    "skipped_steps_total": "skipped steps",
+}
 
 
 class ReportUnavailable(PhariaError):
@@ -98,6 +116,10 @@ class RunRow:
     pipeline: str | None
     params: dict[str, str]
     metrics: dict[str, float]
+    # Set on a training stage's nested run only; a pipeline (parent) run leaves them None.
+    stage: str | None = None
+    stage_kind: str | None = None
+    parent_run_id: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -124,6 +146,24 @@ class RunRow:
             "pipeline": self.pipeline or "-",
             **{p: self.params.get(p) for p in params},
             **{m: self.metrics.get(m) for m in metrics},
+        }
+
+    def stage_record(self) -> dict[str, Any]:
+        """One row of a pipeline's stages table, from the params the trainer logs on each stage run."""
+        p = self.params
+        micro, accum = p.get("batch.micro_batch_size"), p.get("batch.grad_accum_steps")
+        return {
+            "stage": self.stage or self.run_name,
+            "kind": self.stage_kind or p.get("kind") or "-",
+            "split": p.get("split", "-"),
+            "steps": _as_int(p.get("schedule.max_steps")),
+            "lr": _as_float(p.get("schedule.lr")),
+            "micro-batch × accumulation": f"{micro} × {accum}" if micro and accum else "-",
+            "final train_loss": self.metrics.get("train_loss"),
+            "world size": _as_int(p.get("world_size")),
+            "ZeRO stage": _as_int(p.get("zero_stage")),
+            "precision": p.get("precision", "-"),
+            "status": self.status,
         }
 
 
@@ -259,16 +299,51 @@ def list_experiments(tracking_uri: str) -> list[str]:
     return sorted(e.name for e in _client(tracking_uri).search_experiments())
 
 
-def list_runs(tracking_uri: str, experiment: str, max_results: int = 200) -> list[RunRow]:
-    """Runs of one experiment, newest first; empty when the experiment does not exist yet."""
+def list_runs(tracking_uri: str, experiment: str, max_results: int = 200, include_stages: bool = False) -> list[RunRow]:
+    """Runs of one experiment, newest first; empty when the experiment does not exist yet.
+
+    A staged training job writes one nested run per stage next to its pipeline run; listed side by
+    side they would read as separate pipelines, so nested runs are left out unless asked for (see
+    `stage_runs`). The filter runs in the store, so stage runs do not use up `max_results`.
+    """
     if not store_exists(tracking_uri):
         return []
     client = _client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=max_results)
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string="" if include_stages else f"tags.`{PARENT_TAG}` IS NULL",
+        order_by=["attributes.start_time DESC"],
+        max_results=max_results,
+    )
     return [_run_row(run) for run in runs]
+
+
+def stage_runs(tracking_uri: str, parent_run_id: str) -> list[RunRow]:
+    """The training stages nested under one run, in pipeline order; empty for a run without stages.
+
+    Order comes from the `<index>-` prefix the trainer gives each stage run's name, not from start
+    times alone: a stage re-run after a failure starts later than the stages after it may have.
+    Runs without the prefix follow, by start time.
+    """
+    if not store_exists(tracking_uri):
+        return []
+    client = _client(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{_quote(parent_run_id)}'",
+        max_results=1000,
+    )
+    return sorted((_run_row(run) for run in runs), key=_stage_order)
+
+
+def _stage_order(row: RunRow) -> tuple[int, int, float, str]:
+    match = _STAGE_INDEX.match(row.run_name)
+    started = row.start_time.timestamp() if row.start_time else float("inf")
+    return (0, int(match.group(1)), started, row.run_id) if match else (1, 0, started, row.run_id)
 
 
 def get_run(tracking_uri: str, run_id: str) -> RunRow:
@@ -286,7 +361,46 @@ def _run_row(run: Any) -> RunRow:
         pipeline=data.tags.get("pharia.pipeline"),
         params=dict(data.params),
         metrics={k: float(v) for k, v in data.metrics.items()},
+        stage=data.tags.get(STAGE_TAG),
+        stage_kind=data.tags.get(STAGE_KIND_TAG),
+        parent_run_id=data.tags.get(PARENT_TAG),
     )
+
+
+def ethics_rows(stages: list[RunRow]) -> list[dict[str, Any]]:
+    """The ethics and stability counters (`ETHICS_COUNTERS`) of a pipeline's stages: one row per
+    counter, one column per stage, so the table stays narrow however many counters are on.
+    Only counters some stage logged get a row: a pipeline without, say, the fairness objective
+    shows no empty fairness rows. Empty when no stage logged any of them."""
+    columns = _stage_columns(stages)
+    return [
+        {"counter": label, **{column: s.metrics.get(key) for column, s in zip(columns, stages, strict=True)}}
+        for key, label in ETHICS_COUNTERS.items()
+        if any(key in s.metrics for s in stages)
+    ]
+
+
+def _stage_columns(stages: list[RunRow]) -> list[str]:
+    """Column names for stages: the stage name, plus the run id where a stage was run twice under
+    one parent (a stage directory wiped and trained again), so no column silently replaces another."""
+    names = [s.stage or s.run_name for s in stages]
+    return [
+        name if names.count(name) == 1 else f"{name} ({s.run_id[:8]})" for name, s in zip(names, stages, strict=True)
+    ]
+
+
+def _as_int(value: str | None) -> int | None:
+    try:
+        return None if value is None else int(float(value))
+    except ValueError:
+        return None
+
+
+def _as_float(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
 
 
 def metric_history(tracking_uri: str, run_id: str, keys: tuple[str, ...] = ("train_loss", "lr")) -> list[MetricPoint]:

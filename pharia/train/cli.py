@@ -1,31 +1,50 @@
-"""`pharia train --config FILE --shards DIR --out DIR`: one DeepSpeed pre-training stage.
+"""`pharia train --config FILE [--stage NAME] [--out DIR] [--ranks N]`: the DeepSpeed stages.
 
-The same command is every role of a launch: run from a shell it prepares the single-process
-distributed environment itself (ranks 1) or re-launches itself under torchrun (ranks > 1); started
-by torchrun (RANK is set) it is one worker. torch and DeepSpeed are imported only when training
-runs, so registering this sub-app costs `pharia` nothing.
+One command, two roles:
+
+- run from a shell (RANK unset) it is the supervisor: it starts the workers - one process with the
+  single-process distributed environment, or N under torchrun - and waits. When a worker ran out
+  of GPU memory it restarts them with half the micro-batch (gradient accumulation doubles, the
+  global batch stays), resuming from the newest checkpoint;
+- started with RANK in the environment (torchrun, a Kubernetes pod, the supervisor) it is one
+  worker. Nothing prompts; everything comes from options and the environment.
+
+Re-running the same command with the same --out resumes: finished stages are skipped and an
+interrupted stage continues from its newest complete checkpoint.
+
+torch and DeepSpeed are imported only when training runs, so registering this sub-app costs
+`pharia` nothing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from pharia import environment
 from pharia.errors import PhariaError
 
+if TYPE_CHECKING:
+    from pharia.config import DataConfig, PipelineConfig
+
 app = typer.Typer(
-    help="Train the model on packed token shards with DeepSpeed (pre-training stage; CPU or CUDA).",
+    help="Train the model with DeepSpeed: pre-training, intermediate and task fine-tuning stages (CPU or CUDA).",
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
 WORKER_MODULE = "pharia.train"
+OOM_EXIT_CODE = 75  # EX_TEMPFAIL: the supervisor may retry with a smaller micro-batch
+OOM_MARKER = ".oom.json"
+BATCH_PLAN_FILE = "batch_plan.json"
+MAX_OOM_RETRIES = 4
 
 
 def free_port() -> int:
@@ -64,53 +83,137 @@ def torchrun_command(ranks: int, worker_args: list[str]) -> list[str]:
     ]
 
 
+def default_shards(config_data: DataConfig) -> Path:
+    """The shards the data stage of this config wrote into the workspace (`make demo`, `pharia-data`)."""
+    from pharia.data.dvc_project import SHARDS_DIR, project_dir_for
+    from pharia.workspace import Workspace
+
+    return project_dir_for(config_data, Workspace.from_env().data_dir) / SHARDS_DIR
+
+
+def default_out(name: str) -> Path:
+    from pharia.workspace import Workspace
+
+    return Workspace.from_env().home / "train" / name
+
+
+def halved_micro_batch(out: Path) -> int | None:
+    """After a GPU out-of-memory: half the micro-batch the failed attempt used, or None."""
+    marker = out / OOM_MARKER
+    if not marker.is_file():
+        return None
+    marker.unlink()
+    try:
+        plan = json.loads((out / BATCH_PLAN_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    micro = int(plan["micro_batch_size"]) // 2
+    return micro if micro >= 1 else None
+
+
+def _supervise(worker_args: list[str], ranks: int, out: Path) -> int:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // ranks)))
+    micro: int | None = None
+    for _attempt in range(MAX_OOM_RETRIES + 1):
+        args = worker_args + (["--micro-batch-size", str(micro)] if micro else [])
+        if ranks > 1:
+            code = subprocess.call(torchrun_command(ranks, args), env=env)
+        else:
+            code = subprocess.call([sys.executable, "-m", WORKER_MODULE, *args], env={**env, **single_process_env()})
+        if code == 0:
+            return 0
+        micro = halved_micro_batch(out)
+        if micro is None:
+            return code  # the failing worker has already printed its error
+        typer.secho(f"out of GPU memory: retrying with micro_batch_size {micro}", err=True, fg=typer.colors.YELLOW)
+    return code
+
+
 @app.callback(invoke_without_command=True)
 def train_command(
     config: str = typer.Option(..., "--config", "-c", help="pipeline config: a YAML file or a preset name (tiny)"),
-    shards: Path = typer.Option(..., "--shards", help="directory of packed token shards (manifest.json inside)"),
-    out: Path = typer.Option(..., "--out", help="output directory: model/ and train_summary.json go here"),
-    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI for metrics"),
-    run_id: str | None = typer.Option(None, "--run-id", help="existing MLflow run to log metrics to"),
+    stage: str | None = typer.Option(
+        None, "--stage", help="run only this stage (it starts from the previous stage's final weights in --out)"
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="output directory: stages/<name>/{checkpoints,model}, model/ and train_summary.json; "
+        "an existing one is resumed (default: $PHARIA_HOME/train/<config name>)",
+    ),
+    shards: Path | None = typer.Option(
+        None,
+        "--shards",
+        help="directory of packed token shards (manifest.json inside); default: the workspace's data project "
+        "of this config, as `make demo` / the pharia-data flow write it",
+    ),
     ranks: int | None = typer.Option(
         None, "--ranks", min=1, help="local data-parallel processes (default: train.ranks of the config)"
     ),
+    micro_batch_size: int | None = typer.Option(
+        None, "--micro-batch-size", min=1, help="override train.micro_batch_size (the global batch stays)"
+    ),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI for metrics"),
+    run_id: str | None = typer.Option(
+        None, "--run-id", help="existing MLflow run to nest the stage runs under (default: a new parent run)"
+    ),
 ) -> None:
-    """Pre-train for train.max_steps optimizer steps and write OUT/model/ and OUT/train_summary.json."""
+    """Train every configured stage in order and write OUT/model/ and OUT/train_summary.json."""
     from pharia.config import load_config
 
     cfg = load_config(config)
     n_ranks = ranks or cfg.train.ranks
+    shards = shards or default_shards(cfg.data)
+    out = out or default_out(cfg.name)
     # The config decides the accelerator (DeepSpeed reads DS_ACCELERATOR once, at import), never
     # a stale shell variable.
     os.environ["DS_ACCELERATOR"] = cfg.train.device
-    if "RANK" not in os.environ and n_ranks > 1:
-        args = ["--config", config, "--shards", str(shards), "--out", str(out), "--ranks", str(n_ranks)]
-        if tracking_uri:
-            args += ["--tracking-uri", tracking_uri]
-        if run_id:
-            args += ["--run-id", run_id]
-        env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_ranks)))
-        code = subprocess.call(torchrun_command(n_ranks, args), env=env)
-        if code:
-            raise typer.Exit(code)  # the failing worker has already printed its error
-        typer.echo(f"trained with {n_ranks} ranks: {out / 'model'}")
-        return
     if "RANK" not in os.environ:
-        os.environ.update(single_process_env())
+        from pharia.train.data import ShardSet
 
-    from pharia.train.loop import train
-
-    summary = train(cfg, shards, out, tracking_uri, run_id)
-    if summary:
+        ShardSet.open(shards, vocab_size=cfg.model.vocab_size).check_tokenizer()  # seconds, not a worker start
+        args = ["--config", config, "--shards", str(shards), "--out", str(out), "--ranks", str(n_ranks)]
+        for flag, value in (("--stage", stage), ("--micro-batch-size", micro_batch_size)):
+            if value is not None:
+                args += [flag, str(value)]
+        for flag, value in (("--tracking-uri", tracking_uri), ("--run-id", run_id)):
+            if value:
+                args += [flag, value]
+        code = _supervise(args, n_ranks, out)
+        if code:
+            raise typer.Exit(code)
+        summary = json.loads((out / "train_summary.json").read_text(encoding="utf-8"))
         typer.echo(
-            f"trained {summary['steps']} steps: loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}, "
-            f"{summary['tokens_per_s']:.0f} tokens/s; model in {summary['model_dir']}"
+            f"trained {summary['steps']} steps over {', '.join(summary['stage_order'])} on {n_ranks} rank(s): "
+            f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}; model in {summary['model_dir']}"
         )
+        return
+
+    if micro_batch_size is not None:
+        cfg.train.micro_batch_size = micro_batch_size
+    _work(cfg, shards, out, tracking_uri, run_id, stage)
+
+
+def _work(
+    cfg: PipelineConfig, shards: Path, out: Path, tracking_uri: str | None, run_id: str | None, stage: str | None
+) -> None:
+    """One worker; an out-of-GPU-memory leaves a marker for the supervisor and exits 75."""
+    import torch
+
+    from pharia.train.trainer import train
+
+    try:
+        train(cfg, shards, out, tracking_uri, run_id, only_stage=stage)
+    except torch.cuda.OutOfMemoryError as exc:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / OOM_MARKER).write_text(json.dumps({"rank": os.environ.get("RANK"), "error": str(exc)[:500]}))
+        typer.secho(f"error: out of GPU memory on rank {os.environ.get('RANK')}: {exc}", err=True)
+        sys.exit(OOM_EXIT_CODE)
 
 
 def main() -> None:
-    """Entry point of `python -m pharia.train` (what torchrun and the launcher start)."""
+    """Entry point of `python -m pharia.train` (what torchrun and the supervisor start)."""
     environment.configure()  # DS_ACCELERATOR is set from the config by the command
     try:
         app(prog_name="pharia train")

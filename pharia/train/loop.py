@@ -1,9 +1,16 @@
-"""One training stage under DeepSpeed, run inside every rank of a distributed job.
+"""The optimizer steps of one stage, inside every rank: batches -> content filter -> forward ->
+ethics terms -> one backward -> DeepSpeed step; logging, evaluation and checkpoints at their steps.
 
-The process must already carry the distributed environment (RANK, WORLD_SIZE, LOCAL_RANK,
-MASTER_ADDR, MASTER_PORT): torchrun sets it, and `pharia train` sets the single-process variant
-itself. Every rank trains; only rank 0 logs (MLflow, progress) and writes files. Communication is
-gloo on CPU and NCCL on CUDA, through DeepSpeed's backend.
+Rows of a step's global batch are split by (rank, micro-batch), so the same windows train whatever
+the world size. Exactly one `engine.backward` runs per micro-batch: the adversarial and fairness
+terms add to the loss instead of running their own backward, because ZeRO 2/3 reduce each
+parameter's gradient once per step.
+
+Non-finite steps: a NaN/inf loss gives NaN gradients, which the optimizer then refuses - ZeRO 1-3
+and fp16 detect the overflow and skip the step (no update, no schedule step); at ZeRO 0 with
+fp32/bf16 DeepSpeed has no such check, so the loop checks the gradients itself and lets that step
+run without the optimizer update (`_optimizer_step_skipped`), rewinding the schedule. Each such
+step is counted; more than `train.max_nonfinite_steps` abort the run with a message.
 
 The gathered final weights are the fp32 master weights (ZeRO's optimizer partitions, or the module
 itself without a ZeRO optimizer), so a bf16 run is saved at full precision.
@@ -11,156 +18,137 @@ itself without a ZeRO optimizer), so a bf16 run is saved at full precision.
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import random
 import time
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-import numpy as np
 import torch
 
 from pharia.config import PipelineConfig
 from pharia.errors import TrainingError
 from pharia.model.flops import flops_per_token
-from pharia.model.io import model_from_state, save_pretrained
-from pharia.model.model import PhariaLM
-from pharia.train.data import ShardSet, TrainBatchSampler
-from pharia.train.deepspeed_config import SCHEDULE_FIRST_ITERATION, build_deepspeed_config
-from pharia.train.outputs import MODEL_DIR, SUMMARY_FILE, atomic_write_json
+from pharia.train.data import IGNORE_INDEX
+from pharia.train.engine import (  # noqa: F401  (re-exported: benchmarks import them from here)
+    DistEnv,
+    gather_fp32_state,
+    init_distributed,
+    memory_stats,
+    optimizer_groups,
+    peak_flops,
+    quiet_deepspeed_logs,
+    seed_everything,
+)
 from pharia.train.progress import ProgressReporter
 
-DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+class BatchSource(Protocol):
+    """Rows [start, stop) of step `step`'s global batch of `n_windows` windows (pure function)."""
+
+    def rows(self, step: int, n_windows: int, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
-@dataclass(frozen=True)
-class DistEnv:
-    rank: int
-    world_size: int
-    local_rank: int
+@dataclass
+class StepState:
+    """Everything about a stage's progress that is not weights or optimizer: saved in every
+    checkpoint, so a resumed run continues the counters and the loss curve where they stood."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)  # mean loss of every step, in order
+    history: list[list[float]] = field(default_factory=list)  # [step, mean loss of the log window]
+    counters: dict[str, float] = field(default_factory=dict)  # cumulative, all ranks
+    nonfinite_steps: int = 0
+    skipped_steps: int = 0
+    tokens_seen: int = 0
+    train_s: float = 0.0
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "losses": self.losses,
+            "history": self.history,
+            "counters": self.counters,
+            "nonfinite_steps": self.nonfinite_steps,
+            "skipped_steps": self.skipped_steps,
+            "tokens_seen": self.tokens_seen,
+            "train_s": self.train_s,
+            "evaluations": self.evaluations,
+        }
 
     @classmethod
-    def from_environ(cls) -> DistEnv:
-        missing = [v for v in DIST_VARS if v not in os.environ]
-        if missing:
-            raise TrainingError(
-                f"distributed environment incomplete (missing {', '.join(missing)}): start training with "
-                "`pharia train` or torchrun, not by calling train() in a bare process"
-            )
-        return cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+    def from_json(cls, data: dict[str, Any]) -> StepState:
+        return cls(
+            step=int(data["step"]),
+            losses=[float(x) for x in data["losses"]],
+            history=[[float(a), float(b)] for a, b in data["history"]],
+            counters={k: float(v) for k, v in data["counters"].items()},
+            nonfinite_steps=int(data["nonfinite_steps"]),
+            skipped_steps=int(data["skipped_steps"]),
+            tokens_seen=int(data["tokens_seen"]),
+            train_s=float(data["train_s"]),
+            evaluations=list(data.get("evaluations", [])),
+        )
 
 
-def seed_everything(seed: int) -> None:
-    """Same seed on every rank: identical initial weights everywhere (data order differs by rank)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+LossTerm = Callable[..., tuple[torch.Tensor | None, dict[str, float]]]
 
 
-def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices (linear, embedding), none on norm gains: decaying a gain towards 0
-    would fight the normalisation it scales."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    keep = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+@dataclass
+class StepHooks:
+    """The optional parts of a step, each None when its switch is off."""
+
+    content_filter: Any | None = None  # ContentFilter: apply(inputs, targets) -> FilterResult
+    adversarial: LossTerm | None = None  # AdversarialTerm(forward, inputs, targets, micro_step=)
+    fairness: LossTerm | None = None  # FairnessTerm(forward, inputs, targets, clean_logits)
+    evaluate: Callable[[int], dict[str, float] | None] | None = None  # collective; rank 0 returns metrics
+    checkpoint: Callable[[StepState], None] | None = None  # collective
 
 
-def skip_unused_shm_comm_op() -> None:
-    """Keep DeepSpeed from compiling its CPU shared-memory all-reduce op (35-155 s of gcc).
-
-    DeepSpeed's TorchBackend builds `deepspeed_shm_comm` at init whenever it is marked compatible,
-    but the op serves only `inference_all_reduce` (AutoTP inference); training collectives go
-    through torch.distributed (gloo here) either way. DeepSpeed keeps its compatibility table as a
-    mutable module-level dict for exactly this kind of override.
-    """
-    import deepspeed.ops
-    from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder
-
-    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
-
-
-class _DropScheduleStartWarning(logging.Filter):
-    """WarmupCosineLR warns "before it has started" when DeepSpeed builds it; we start it right
-    after (SCHEDULE_FIRST_ITERATION), so the warning is expected and would only mislead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "before it has started" not in record.getMessage()
+@dataclass
+class StepContext:
+    cfg: PipelineConfig
+    stage_name: str
+    max_steps: int
+    engine: Any
+    batches: BatchSource
+    micro_batch_size: int
+    grad_accum_steps: int
+    world_size: int
+    rank: int
+    device: torch.device
+    metrics: Any | None  # MetricLogger of the stage's MLflow run (rank 0) or None
+    hooks: StepHooks
 
 
-def quiet_deepspeed_logs() -> None:
-    """DeepSpeed logs its whole config at INFO on every start; keep warnings and errors only.
-
-    torch 2.13 also warns (FutureWarning) on every call of the collectives DeepSpeed 0.19.8 still
-    uses (all_gather_into_tensor, reduce_scatter_tensor): thousands of identical lines per run,
-    nothing a pharia user can act on.
-    """
-    logger = logging.getLogger("DeepSpeed")
-    logger.setLevel(logging.WARNING)
-    logger.addFilter(_DropScheduleStartWarning())
-    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
-
-
-def init_distributed(device: str, local_rank: int) -> torch.device:
-    """DeepSpeed's process group: NCCL on CUDA, gloo on CPU; returns this rank's device.
-
-    On CPU the shared-memory op is not built (see `skip_unused_shm_comm_op`); PHARIA_DS_SHM_COMM=1
-    restores DeepSpeed's default of compiling it into $TORCH_EXTENSIONS_DIR.
-    """
-    import deepspeed
-
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError("train.device is 'cuda' but no CUDA device is visible")
-        torch.cuda.set_device(local_rank)
-        deepspeed.init_distributed(dist_backend="nccl")
-        return torch.device("cuda", local_rank)
-    if os.environ.get("PHARIA_DS_SHM_COMM", "0") != "1":
-        skip_unused_shm_comm_op()
-    deepspeed.init_distributed(dist_backend="gloo")
-    return torch.device("cpu")
-
-
-def gather_fp32_state(engine: Any, keep: bool) -> dict[str, torch.Tensor]:
-    """Full fp32 weights of every unique parameter, on CPU, kept only where `keep` (rank 0).
-
-    Collective: every rank must call it, in the same order. Parameters are gathered one at a time,
-    so a rank never holds more than one full tensor it does not keep.
-    """
-    from deepspeed.utils import safe_get_full_fp32_param
-
-    state: dict[str, torch.Tensor] = {}
-    for name, param in engine.module.named_parameters():
-        full = safe_get_full_fp32_param(param)  # ZeRO 1-3 / bf16 optimizer: the master weights
-        if full is None:  # no ZeRO optimizer: the module holds the weights itself
-            full = param.detach()
-        if keep:
-            state[name] = full.detach().float().cpu().contiguous().clone()
-    return state
+def is_count(key: str) -> bool:
+    """Counters that add up over micro-batches and ranks (numbers of windows, tokens, batches);
+    every other term is a value averaged over the micro-batches that reported it."""
+    return key.endswith(
+        ("_windows", "_tokens", "_batches", "_scored", "_flagged", "_dropped", "_masked", "_paired", "_skipped")
+    )
 
 
 class _Window:
-    """Loss/aux/grad-norm sums and timing of the steps since the last log line."""
+    """Sums of the steps since the last log line (this rank's ethics counters included)."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self.steps, self.loss, self.aux, self.grad_norm, self.grad_norms = 0, 0.0, 0.0, 0.0, 0
-        self.z_loss = 0.0
+        self.steps = 0
+        self.loss = self.aux = self.z_loss = self.grad_norm = 0.0
+        self.grad_norms = 0
+        self.counters: dict[str, float] = {}
+        self.reports: dict[str, int] = {}
         self.started = time.perf_counter()
 
-    def add(self, loss: float, aux: float, grad_norm: float | None, z_loss: float = 0.0) -> None:
-        self.steps += 1
-        self.loss += loss
-        self.aux += aux
-        self.z_loss += z_loss
-        if grad_norm is not None:
-            self.grad_norm += grad_norm
-            self.grad_norms += 1
+    def add_counters(self, counters: dict[str, float]) -> None:
+        for key, value in counters.items():
+            self.counters[key] = self.counters.get(key, 0.0) + float(value)
+            self.reports[key] = self.reports.get(key, 0) + 1
 
 
 def _grad_norm(engine: Any) -> float | None:
@@ -171,52 +159,87 @@ def _grad_norm(engine: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
+def _loss_scale(engine: Any, precision: str) -> float:
+    if precision != "fp16":
+        return 1.0
+    return float(getattr(engine.optimizer, "loss_scale", getattr(engine.optimizer, "cur_scale", 1.0)))
 
 
-def _peak_flops(device: torch.device) -> float | None:
-    """Peak dense bf16 FLOP/s of one known GPU, for MFU; None on CPUs and unknown cards."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
+def _gradients_finite(engine: Any) -> bool:
+    """ZeRO 0 without fp16: whether this step's (already all-reduced) gradients are all finite."""
+    return all(bool(torch.isfinite(p.grad).all()) for p in engine.module.parameters() if p.grad is not None)
 
 
-@dataclass
-class StepsResult:
-    history: list[list[float]]  # [step, mean loss of the log window ending there]
-    first_loss: float
-    train_s: float
+@contextmanager
+def _optimizer_step_skipped(engine: Any) -> Iterator[None]:
+    """Let `engine.step()` run its bookkeeping (micro/global step counters, zero_grad) without
+    updating weights or Adam's state: what ZeRO 1-3 do on overflow, for ZeRO 0 which has no such
+    check. The schedule's step is rewound by the caller."""
+    optimizer = engine.optimizer
+    optimizer.step = lambda *args, **kwargs: None  # instance attribute shadows the method
+    try:
+        yield
+    finally:
+        del optimizer.step
 
 
-def run_steps(
-    engine: Any,
-    sampler: TrainBatchSampler,
-    cfg: PipelineConfig,
-    device: torch.device,
-    world_size: int,
-    metrics: Any | None,
-    is_main: bool,
-) -> StepsResult:
-    """The optimizer steps: forward/backward per micro-batch, rank-mean loss per step, logging per window."""
-    tcfg = cfg.train
+def _merge_counters(window: _Window, world_size: int) -> dict[str, float]:
+    """Sum every rank's window counters on all ranks (one object all-gather per log window)."""
+    if world_size == 1:
+        merged = [(window.counters, window.reports)]
+    else:
+        merged = [None] * world_size
+        torch.distributed.all_gather_object(merged, (window.counters, window.reports))
+    sums: dict[str, float] = {}
+    reports: dict[str, int] = {}
+    for counters, seen in merged:  # type: ignore[misc]
+        for key, value in counters.items():
+            sums[key] = sums.get(key, 0.0) + value
+            reports[key] = reports.get(key, 0) + seen[key]
+    return {k: (v if is_count(k) else v / max(reports[k], 1)) for k, v in sums.items()}
+
+
+def _micro_batch(ctx: StepContext, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """This rank's rows of micro-batch `micro` of `step`, after the content filter."""
+    global_windows = ctx.micro_batch_size * ctx.grad_accum_steps * ctx.world_size
+    start = (ctx.rank * ctx.grad_accum_steps + micro) * ctx.micro_batch_size
+    inputs, targets = ctx.batches.rows(step, global_windows, start, start + ctx.micro_batch_size)
+    counters: dict[str, float] = {}
+    if ctx.hooks.content_filter is not None:
+        result = ctx.hooks.content_filter.apply(inputs, targets)
+        counters.update(result.counters)
+        if result.inputs.shape[0] == 0:  # every window dropped: a zero-loss row keeps the collectives in step
+            inputs, targets = inputs[:1], torch.full_like(targets[:1], IGNORE_INDEX)
+        else:
+            inputs, targets = result.inputs, result.targets
+    counters["train_target_tokens"] = float((targets != IGNORE_INDEX).sum())
+    return inputs, targets, counters
+
+
+def run_steps(ctx: StepContext, state: StepState, scheduler: Any) -> StepState:
+    """Train from `state.step + 1` to `ctx.max_steps`; returns the final state (rank 0's is complete)."""
+    cfg, engine, tcfg = ctx.cfg, ctx.engine, ctx.cfg.train
+    is_main = ctx.rank == 0
     moe = cfg.model.n_experts > 1
-    tokens_per_step = tcfg.micro_batch_size * tcfg.grad_accum_steps * world_size * cfg.data.seq_len
-    flops = flops_per_token(cfg.model)  # model FLOPs per token (6N + attention), for TFLOP/s and MFU
-    peak = _peak_flops(device)
-    history: list[list[float]] = []
-    first_loss: float | None = None
+    guard_stage0 = tcfg.zero_stage == 0 and tcfg.precision != "fp16"
+    seq_len = cfg.data.seq_len
+    tokens_per_step = ctx.micro_batch_size * ctx.grad_accum_steps * ctx.world_size * seq_len
+    flops = flops_per_token(cfg.model)
+    peak = peak_flops(ctx.device)
     window = _Window()
-    started = time.perf_counter()
     engine.train()
-    with ProgressReporter(tcfg.max_steps, enabled=is_main, description=f"pretrain {cfg.name}") as progress:
-        for step in range(1, tcfg.max_steps + 1):
+    description = f"{ctx.stage_name} {cfg.name}"
+    with ProgressReporter(ctx.max_steps, enabled=is_main, description=description) as progress:
+        progress.skip(state.step)
+        for step in range(state.step + 1, ctx.max_steps + 1):
+            step_started = time.perf_counter()
             lr = float(engine.get_lr()[0])
-            # summed on the device and read once per step: one host sync, NCCL-compatible
-            totals = torch.zeros(3, dtype=torch.float32, device=device)
-            for _ in range(tcfg.grad_accum_steps):
-                inputs, targets = sampler.next_batch()
-                out = engine(inputs.to(device), targets.to(device))
+            totals = torch.zeros(5, dtype=torch.float32, device=ctx.device)  # lm, aux, z, adversarial, fairness
+            rewind = [False]
+            for micro in range(ctx.grad_accum_steps):
+                inputs, targets, counters = _micro_batch(ctx, step, micro)
+                inputs, targets = inputs.to(ctx.device), targets.to(ctx.device)
+                out = engine(inputs, targets)
                 loss = out.loss
                 totals[0] += out.loss.detach().float()
                 if out.aux_loss is not None:
@@ -225,130 +248,126 @@ def run_steps(
                 if out.z_loss is not None:
                     loss = loss + cfg.model.router_z_loss_coef * out.z_loss
                     totals[2] += out.z_loss.detach().float()
+                micro_index = ((step - 1) * ctx.world_size + ctx.rank) * ctx.grad_accum_steps + micro
+                if ctx.hooks.adversarial is not None:
+                    term, extra = ctx.hooks.adversarial(
+                        engine, inputs, targets, micro_step=micro_index, clean_loss=out.loss
+                    )
+                    counters.update(extra)
+                    if term is not None:
+                        loss = loss + term
+                        totals[3] += term.detach().float()
+                if ctx.hooks.fairness is not None:
+                    term, extra = ctx.hooks.fairness(engine, inputs, targets, out.logits)
+                    counters.update(extra)
+                    if term is not None:
+                        loss = loss + term
+                        totals[4] += term.detach().float()
+                window.add_counters(counters)
                 engine.backward(loss)
-                engine.step()  # DeepSpeed steps the optimizer only at the accumulation boundary
+                if guard_stage0 and micro == ctx.grad_accum_steps - 1 and not _gradients_finite(engine):
+                    rewind[0] = True
+                    with _optimizer_step_skipped(engine):
+                        engine.step()
+                else:
+                    engine.step()  # DeepSpeed steps the optimizer only at the accumulation boundary
+            if rewind[0]:
+                scheduler.step(scheduler.last_batch_iteration - 1)
             torch.distributed.all_reduce(totals)
-            step_loss, step_aux, step_z = (totals / (tcfg.grad_accum_steps * world_size)).tolist()
+            step_loss, step_aux, step_z, step_adv, step_fair = (
+                totals / (ctx.grad_accum_steps * ctx.world_size)
+            ).tolist()
+            applied = engine.was_step_applied() and not rewind[0]
+            state.step = step
+            state.tokens_seen += tokens_per_step
+            state.train_s += time.perf_counter() - step_started
+            state.losses.append(step_loss)
+            if not applied:
+                state.skipped_steps += 1
             if not math.isfinite(step_loss):
-                raise TrainingError(f"training diverged: loss is {step_loss} at step {step} (lower train.lr?)")
-            first_loss = step_loss if first_loss is None else first_loss
-            window.add(step_loss, step_aux, _grad_norm(engine), step_z)
+                state.nonfinite_steps += 1
+                if state.nonfinite_steps > tcfg.max_nonfinite_steps:
+                    raise TrainingError(
+                        f"stage '{ctx.stage_name}': {state.nonfinite_steps} steps with a non-finite loss "
+                        f"(limit train.max_nonfinite_steps={tcfg.max_nonfinite_steps}), the last at step {step}; "
+                        "each was skipped, but training is diverging: lower the learning rate, use bf16 instead "
+                        "of fp16, or resume from an earlier checkpoint"
+                    )
+            else:
+                window.steps += 1
+                window.loss += step_loss
+                window.aux += step_aux
+                window.z_loss += step_z
+            window.add_counters({"adv_term": step_adv} if ctx.hooks.adversarial else {})
+            window.add_counters({"fair_term": step_fair} if ctx.hooks.fairness else {})
+            norm = _grad_norm(engine)
+            if norm is not None and applied:
+                window.grad_norm += norm
+                window.grad_norms += 1
             progress.advance()
-            if step % tcfg.log_every == 0 or step == tcfg.max_steps:
-                elapsed = max(time.perf_counter() - window.started, 1e-9)
-                values = {
-                    "train_loss": window.loss / window.steps,
-                    "lr": lr,
-                    "tokens_per_s": window.steps * tokens_per_step / elapsed,
-                }
-                values["model_tflops_per_s"] = values["tokens_per_s"] * flops / 1e12
-                if peak is not None:
-                    values["mfu"] = values["tokens_per_s"] * flops / (world_size * peak)
-                if window.grad_norms:
-                    values["grad_norm"] = window.grad_norm / window.grad_norms
-                if moe:
-                    values["aux_loss"] = window.aux / window.steps
-                    values["z_loss"] = window.z_loss / window.steps
-                    module = getattr(engine, "module", None)
-                    if hasattr(module, "moe_stats"):
-                        values.update(module.moe_stats())  # this rank's last micro-batch
-                history.append([step, values["train_loss"]])
-                if metrics is not None:
-                    metrics.log(step, **values)
-                progress.report(step, "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            last = step == ctx.max_steps
+            checkpointing = ctx.hooks.checkpoint is not None and (step % tcfg.checkpoint_every == 0 or last)
+            if step % tcfg.log_every == 0 or last or checkpointing:  # a checkpoint holds every counted step
+                merged = _merge_counters(window, ctx.world_size)  # collective
+                if is_main:
+                    _log_window(ctx, state, window, merged, step, lr, tokens_per_step, flops, peak, moe, progress)
                 window.reset()
-    assert first_loss is not None  # max_steps >= 1
-    return StepsResult(history=history, first_loss=first_loss, train_s=time.perf_counter() - started)
+            if ctx.hooks.evaluate is not None and tcfg.eval_every and (step % tcfg.eval_every == 0):
+                results = ctx.hooks.evaluate(step)  # collective
+                if is_main and results is not None:
+                    state.evaluations.append({"step": step, **results})
+                    if ctx.metrics is not None:
+                        ctx.metrics.log(step, **results)
+                    progress.report(step, "eval " + "  ".join(f"{k} {v:.4g}" for k, v in results.items()))
+            if checkpointing:
+                if ctx.metrics is not None:
+                    ctx.metrics.flush()  # what a checkpoint covers is in MLflow before it counts as saved
+                ctx.hooks.checkpoint(state)  # type: ignore[misc]  # collective
+    return state
 
 
-def train(
-    cfg: PipelineConfig, shards_dir: Path, out_dir: Path, tracking_uri: str | None, run_id: str | None
-) -> dict[str, Any]:
-    """Train `cfg.train.max_steps` optimizer steps of the pre-training stage; return the summary
-    (rank 0; other ranks return {}).
-
-    Rank 0 writes `out_dir/model/` (safetensors + config.json) and `out_dir/train_summary.json`, and
-    logs train_loss, lr, tokens_per_s, grad_norm (and aux_loss for MoE) every `log_every` steps to
-    the MLflow run `run_id` when both `tracking_uri` and `run_id` are given.
-    """
-    started = time.perf_counter()
-    env = DistEnv.from_environ()
-    tcfg = cfg.train
-    is_main = env.rank == 0
-    shards = ShardSet.open(shards_dir, vocab_size=cfg.model.vocab_size)  # fail before DeepSpeed starts
-    sampler = TrainBatchSampler(
-        shards,
-        seq_len=cfg.data.seq_len,
-        batch_size=tcfg.micro_batch_size,
-        seed=tcfg.seed,
-        rank=env.rank,
-        domain_weights=shards.domain_targets,
-    )
-
-    import deepspeed
-
-    quiet_deepspeed_logs()
-    seed_everything(tcfg.seed)
-    init_started = time.perf_counter()
-    device = init_distributed(tcfg.device, env.local_rank)
-    world_size = torch.distributed.get_world_size()
-    model = PhariaLM(cfg.model).set_activation_checkpointing(tcfg.activation_checkpointing)
-    counts = model.num_parameters()  # before ZeRO-3 partitions the parameters away
-    engine, _, _, scheduler = deepspeed.initialize(
-        model=model,
-        model_parameters=optimizer_groups(model, tcfg.weight_decay),
-        config=build_deepspeed_config(tcfg, world_size),
-    )
-    scheduler.step(SCHEDULE_FIRST_ITERATION)
-    init_s = time.perf_counter() - init_started  # process group + engine (+ any op compile)
-
-    metrics = None
-    if is_main and tracking_uri and run_id:
-        from pharia.registry.tracking import MetricLogger
-
-        metrics = MetricLogger(tracking_uri, run_id)
-    try:
-        result = run_steps(engine, sampler, cfg, device, world_size, metrics, is_main)
-    finally:
-        if metrics is not None:
-            metrics.flush()
-
-    state = gather_fp32_state(engine, keep=is_main)
-    summary: dict[str, Any] = {}
-    if is_main:
-        model_dir = save_pretrained(model_from_state(cfg.model, state), cfg.model, Path(out_dir) / MODEL_DIR)
-        tokens = tcfg.max_steps * tcfg.micro_batch_size * tcfg.grad_accum_steps * world_size * cfg.data.seq_len
-        summary = {
-            "steps": tcfg.max_steps,
-            "final_loss": result.history[-1][1],
-            "first_loss": result.first_loss,
-            "loss_history": result.history,
-            "tokens_seen": tokens,
-            "tokens_per_s": tokens / result.train_s,
-            "steps_per_s": tcfg.max_steps / result.train_s,
-            "wall_s": time.perf_counter() - started,
-            "init_s": init_s,
-            "train_s": result.train_s,
-            "world_size": world_size,
-            "zero_stage": tcfg.zero_stage,
-            "precision": tcfg.precision,
-            "device": tcfg.device,
-            "micro_batch_size": tcfg.micro_batch_size,
-            "grad_accum_steps": tcfg.grad_accum_steps,
-            "seq_len": cfg.data.seq_len,
-            "deepspeed_version": deepspeed.__version__,
-            "torch_version": torch.__version__,
-            "params_total": counts.total,
-            "params_unique": counts.unique,
-            "params_active": counts.active,
-            "model_dir": str(model_dir),
-            "config_hash": cfg.config_hash(),
-            "mixture": sampler.mixture(),
-        }
-        atomic_write_json(Path(out_dir) / SUMMARY_FILE, summary)
-    if device.type == "cuda":
-        torch.distributed.barrier(device_ids=[device.index])
-    else:
-        torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
-    return summary
+def _log_window(
+    ctx: StepContext,
+    state: StepState,
+    window: _Window,
+    merged: dict[str, float],
+    step: int,
+    lr: float,
+    tokens_per_step: int,
+    flops: float,
+    peak: float | None,
+    moe: bool,
+    progress: ProgressReporter,
+) -> None:
+    elapsed = max(time.perf_counter() - window.started, 1e-9)
+    steps_in_window = max(window.steps, 1)
+    values: dict[str, float] = {"lr": lr}
+    if window.steps:
+        values["train_loss"] = window.loss / window.steps
+        state.history.append([step, values["train_loss"]])
+    values["tokens_per_s"] = steps_in_window * tokens_per_step / elapsed
+    values["model_tflops_per_s"] = values["tokens_per_s"] * flops / 1e12
+    if peak is not None:
+        values["mfu"] = values["tokens_per_s"] * flops / (ctx.world_size * peak)
+    if window.grad_norms:
+        values["grad_norm"] = window.grad_norm / window.grad_norms
+    values["loss_scale"] = _loss_scale(ctx.engine, ctx.cfg.train.precision)
+    if moe:
+        values["aux_loss"] = window.aux / steps_in_window
+        values["z_loss"] = window.z_loss / steps_in_window
+        module = getattr(ctx.engine, "module", None)
+        if hasattr(module, "moe_stats"):
+            values.update(module.moe_stats())  # this rank's last micro-batch
+    for key, value in merged.items():
+        if is_count(key):
+            state.counters[key] = state.counters.get(key, 0.0) + value
+            values[f"{key}_total"] = state.counters[key]
+        else:
+            values[key] = value
+    values["nonfinite_steps_total"] = float(state.nonfinite_steps)
+    values["skipped_steps_total"] = float(state.skipped_steps)
+    values.update(memory_stats(ctx.device))
+    if ctx.metrics is not None:
+        ctx.metrics.log(step, **values)
+    shown = {k: values[k] for k in ("train_loss", "lr", "grad_norm", "tokens_per_s") if k in values}
+    progress.report(step, "  ".join(f"{k} {v:.4g}" for k, v in shown.items()))

@@ -44,6 +44,11 @@ class ProgressReporter:
         if self._progress is not None:
             self._progress.stop()
 
+    def skip(self, steps: int) -> None:
+        """Mark `steps` as already done (a resumed run starts its bar where the checkpoint stood)."""
+        if steps and self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=steps)
+
     def advance(self) -> None:
         if self._progress is not None and self._task is not None:
             self._progress.advance(self._task)
