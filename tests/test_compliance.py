@@ -125,3 +125,28 @@ def test_mixture_is_judged_on_training_draws_when_recorded() -> None:
     assert any("packed tokens 80.0%" in line and "training windows 46.0%" in line for line in evidence)
     mixture["web"]["drawn"] = 0.9
     assert _status(_report(shards_manifest=manifest, training={**TRAINING, "mixture": mixture}), "REP-1") == "fail"
+
+
+def test_the_dossier_lists_each_training_stage_with_its_counters() -> None:
+    stage = {
+        "kind": "pretrain",
+        "split": "train",
+        "steps": 8,
+        "tokens_seen": 2048,
+        "first_loss": 6.2,
+        "final_loss": 4.1,
+        "schedule": {"lr": 0.003, "warmup_steps": 2, "min_lr_ratio": 0.1, "max_steps": 8},
+        "counters": {"filter_windows_flagged": 3.0, "train_target_tokens": 2000.0},
+        "nonfinite_steps": 0,
+        "losses": [6.2, 5.0, 4.1],  # per-step curve: stays in the run, not in the dossier
+    }
+    task = {**stage, "kind": "task", "split": "task", "final_loss": 3.5, "counters": {}}
+    training = {**TRAINING, "stage_order": ["pretrain", "task"], "stages": {"pretrain": stage, "task": task}}
+    report = _report(training=training)
+    stages = report["training"]["stages"]
+    assert [s["stage"] for s in stages] == ["pretrain", "task"]
+    assert stages[0]["counters"]["filter_windows_flagged"] == 3.0 and "losses" not in stages[0]
+    md = render_markdown(report)
+    assert "| pretrain | pretrain | train | 8 | 0.003 | 6.200 → 4.100 | filter_windows_flagged 3, " in md
+    assert "| task | task | task | 8 | 0.003 | 6.200 → 3.500 | - |" in md
+    assert _report()["training"]["stages"] == []  # older training summaries carry no stages

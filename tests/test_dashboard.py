@@ -71,6 +71,20 @@ def compliance_report(version: str, run_id: str, verdict: str) -> dict:
             "validation": {"success": True, "evaluated": 9, "successful": 9, "data_docs": "/tmp/gx/index.html"},
         },
         "training": {
+            "stages": [
+                {
+                    "stage": "pretrain",
+                    "kind": "pretrain",
+                    "split": "train",
+                    "steps": 40,
+                    "tokens_seen": 10240,
+                    "first_loss": 7.6,
+                    "final_loss": 5.125,
+                    "schedule": {"lr": 0.003},
+                    "counters": {"filter_windows_flagged": 12.0},
+                    "nonfinite_steps": 0,
+                }
+            ],
             "steps": 40,
             "final_loss": 5.125,
             "tokens_per_s": 2718.0,
@@ -461,7 +475,11 @@ def test_compliance_page_shows_verdict_requirements_lineage_and_downloads(seeded
     assert "Data validation passed: 9 of 9 expectations met" in content
     sources = at.dataframe[1].value.set_index("source")
     assert sources.loc["xsum-news", "filtered"] == 57 and sources.loc["xsum-news", "quarantined"] == 3
-    lineage = at.dataframe[4].value.set_index("field")["value"]
+    training = at.dataframe[2].value.set_index("field")["value"]
+    assert training["steps"] == "40" and "stages" not in training.index  # nested values get their own table
+    stages = at.dataframe[3].value.set_index("stage")
+    assert stages.loc["pretrain", "filter_windows_flagged"] == 12 and stages.loc["pretrain", "data"] == "train"
+    lineage = at.dataframe[5].value.set_index("field")["value"]
     assert lineage["data_manifest_sha256"] == "d" * 64
     assert len(at.get("download_button")) == 2
 

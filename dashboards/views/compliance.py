@@ -132,6 +132,10 @@ with training_tab:
     training, evaluation = st.columns(2)
     training.markdown("**Training**")
     training.dataframe(ui.frame(queries.summary_rows(data.get("training", {}))), hide_index=True, width="stretch")
+    stage_rows = queries.dossier_stage_rows(data.get("training", {}))
+    if stage_rows:
+        training.markdown("**Training stages**")
+        training.dataframe(ui.frame(stage_rows), hide_index=True, width="stretch")
     evaluation.markdown("**Evaluation**")
     metrics = data.get("evaluation", {}).get("metrics", {})
     evaluation.dataframe(

@@ -29,6 +29,28 @@ TRAINING_KEYS = (
     "torch_version",
     "mixture",
 )
+STAGE_KEYS = (
+    "kind",
+    "split",
+    "steps",
+    "tokens_seen",
+    "first_loss",
+    "final_loss",
+    "schedule",
+    "counters",
+    "nonfinite_steps",
+)
+
+
+def training_evidence(training: dict) -> dict:
+    """The run-level training facts plus, per stage in order, what it trained on, how long, with
+    which schedule, and what the in-training filters and ethics terms counted."""
+    evidence = {k: training.get(k) for k in TRAINING_KEYS}
+    stages = training.get("stages") or {}
+    evidence["stages"] = [
+        {"stage": name, **{k: stages[name].get(k) for k in STAGE_KEYS}} for name in training.get("stage_order", [])
+    ]
+    return evidence
 
 
 def data_evidence(cfg: PipelineConfig, shards_manifest: dict) -> dict:
@@ -68,7 +90,7 @@ def build_report(
 ) -> dict:
     evidence = {
         "data": data_evidence(cfg, shards_manifest),
-        "training": {k: training.get(k) for k in TRAINING_KEYS},
+        "training": training_evidence(training),
         "evaluation": {"metrics": evaluation["metrics"], "reproducibility": evaluation.get("reproducibility", {})},
         "lineage": lineage,
     }
@@ -136,7 +158,22 @@ def render_markdown(report: dict) -> str:
         "## Training",
         "",
     ]
-    out += [f"- {k}: {val}" for k, val in report["training"].items() if val is not None and k != "mixture"]
+    skip = ("mixture", "stages")
+    out += [f"- {k}: {val}" for k, val in report["training"].items() if val is not None and k not in skip]
+    stages = report["training"].get("stages") or []
+    if stages:
+        out += [
+            "",
+            "| stage | kind | data | steps | lr | loss first → final | in-training counters |",
+            "|---|---|---|---:|---:|---|---|",
+        ]
+        for st in stages:
+            counters = ", ".join(f"{k} {v:,.0f}" for k, v in sorted((st.get("counters") or {}).items()))
+            loss = f"{st['first_loss']:.3f} → {st['final_loss']:.3f}" if st.get("final_loss") is not None else "-"
+            out.append(
+                f"| {st['stage']} | {st['kind']} | {st['split']} | {st['steps']} | {st['schedule']['lr']:.2g} | "
+                f"{loss} | {counters or '-'} |"
+            )
     out += ["", "## Evaluation", "", "| metric | value |", "|---|---:|"]
     out += [f"| {k} | {val:.4g} |" for k, val in sorted(report["evaluation"]["metrics"].items())]
     out += [

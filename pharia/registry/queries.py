@@ -562,5 +562,32 @@ def _reasons(filtered: dict[str, int], quarantined: dict[str, int]) -> str:
 
 
 def summary_rows(section: dict[str, Any]) -> list[dict[str, str]]:
-    """A flat mapping (lineage, training summary) as two-column rows; values as text for one column type."""
-    return [{"field": k, "value": "-" if v is None else str(v)} for k, v in section.items()]
+    """A flat mapping (lineage, training summary) as two-column rows; values as text for one column type.
+    Nested values (the mixture, the stages) are left to tables of their own."""
+    return [
+        {"field": k, "value": "-" if v is None else str(v)}
+        for k, v in section.items()
+        if not isinstance(v, dict | list)
+    ]
+
+
+def dossier_stage_rows(training: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dossier's training stages as table rows: what each trained on, how long, and what the
+    in-training filter and ethics terms counted."""
+    rows = []
+    for stage in training.get("stages") or []:
+        counters = stage.get("counters") or {}
+        rows.append(
+            {
+                "stage": stage["stage"],
+                "kind": stage.get("kind"),
+                "data": stage.get("split"),
+                "steps": stage.get("steps"),
+                "lr": (stage.get("schedule") or {}).get("lr"),
+                "first loss": stage.get("first_loss"),
+                "final loss": stage.get("final_loss"),
+                "non-finite steps": stage.get("nonfinite_steps"),
+                **{k: v for k, v in sorted(counters.items())},
+            }
+        )
+    return rows
