@@ -124,6 +124,22 @@ def test_resume_hash_ignores_what_may_change_on_resume_only() -> None:
     assert resume_hash(cfg, stage) != base
 
 
+def test_an_out_of_memory_retry_halves_the_micro_batch_and_keeps_the_global_batch(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from pharia.train.batch_size import plan_batches
+    from pharia.train.cli import BATCH_PLAN_FILE, OOM_MARKER, smaller_batches
+    from pharia.train.outputs import atomic_write_json
+
+    cfg = validate_config(tiny_pipeline_config(micro_batch_size=8, grad_accum_steps=2))
+    plan = plan_batches(cfg.train, cfg.model, 32, 2, device=torch.device("cpu"))
+    atomic_write_json(tmp_path / BATCH_PLAN_FILE, {"stage": "pretrain", **asdict(plan)})
+    assert smaller_batches(tmp_path) is None  # no out-of-memory marker: a failure is not retried
+    (tmp_path / OOM_MARKER).write_text("{}")
+    assert smaller_batches(tmp_path) == (4, 4)  # 8 x 2 -> 4 x 4 windows per rank per step
+    assert not (tmp_path / OOM_MARKER).exists()
+
+
 # ---------------------------------------------------------------------------- integration tests
 def _env(train_env: dict[str, str]) -> dict[str, str]:
     env = {**os.environ, **train_env, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"}

@@ -118,8 +118,8 @@ class CheckpointStore:
         return complete[-1] if complete else None
 
     def prune(self) -> None:
-        """Keep the newest `keep` complete checkpoints; delete older ones and temporaries of dead
-        writers (any `.tmp-*` older than the newest complete checkpoint's step or from another run)."""
+        """Keep the newest `keep` complete checkpoints, delete the older ones (temporaries of killed
+        writers are `remove_temporaries`' job, at start, when no rank is writing)."""
         complete = self.complete()
         for old in complete[: -self.keep]:
             shutil.rmtree(old.path, ignore_errors=True)
@@ -134,14 +134,6 @@ class CheckpointStore:
                 shutil.rmtree(child, ignore_errors=True)
                 removed += 1
         return removed
-
-
-def read_pointer(root: Path) -> str | None:
-    """The name `latest` holds, or None (for display; `CheckpointStore.newest` is authoritative)."""
-    try:
-        return (Path(root) / LATEST).read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
 
 
 def require_compatible(checkpoint: Checkpoint, config_hash: str, stage: str) -> None:

@@ -97,36 +97,48 @@ def default_out(name: str) -> Path:
     return Workspace.from_env().home / "train" / name
 
 
-def halved_micro_batch(out: Path) -> int | None:
-    """After a GPU out-of-memory: half the micro-batch the failed attempt used, or None."""
+def smaller_batches(out: Path) -> tuple[int, int] | None:
+    """After a GPU out-of-memory: (micro-batch, accumulation) with half the micro-batch of the failed
+    attempt and the same global batch (`batch_size.smaller_plan`), or None when it cannot shrink."""
+    from dataclasses import fields
+
+    from pharia.train.batch_size import BatchPlan, smaller_plan
+
     marker = out / OOM_MARKER
     if not marker.is_file():
         return None
     marker.unlink()
     try:
-        plan = json.loads((out / BATCH_PLAN_FILE).read_text(encoding="utf-8"))
+        saved = json.loads((out / BATCH_PLAN_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    micro = int(plan["micro_batch_size"]) // 2
-    return micro if micro >= 1 else None
+    plan = BatchPlan(**{f.name: saved[f.name] for f in fields(BatchPlan) if f.name in saved})
+    smaller = smaller_plan(plan)
+    return (smaller.micro_batch_size, smaller.grad_accum_steps) if smaller else None
 
 
 def _supervise(worker_args: list[str], ranks: int, out: Path) -> int:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // ranks)))
-    micro: int | None = None
+    shrunk: tuple[int, int] | None = None
     for _attempt in range(MAX_OOM_RETRIES + 1):
-        args = worker_args + (["--micro-batch-size", str(micro)] if micro else [])
+        args = list(worker_args)
+        if shrunk:
+            args += ["--micro-batch-size", str(shrunk[0]), "--grad-accum-steps", str(shrunk[1])]
         if ranks > 1:
             code = subprocess.call(torchrun_command(ranks, args), env=env)
         else:
             code = subprocess.call([sys.executable, "-m", WORKER_MODULE, *args], env={**env, **single_process_env()})
         if code == 0:
             return 0
-        micro = halved_micro_batch(out)
-        if micro is None:
+        shrunk = smaller_batches(out)
+        if shrunk is None:
             return code  # the failing worker has already printed its error
-        typer.secho(f"out of GPU memory: retrying with micro_batch_size {micro}", err=True, fg=typer.colors.YELLOW)
+        typer.secho(
+            f"out of GPU memory: retrying with micro-batch {shrunk[0]} x {shrunk[1]} accumulation steps",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
     return code
 
 
@@ -152,7 +164,13 @@ def train_command(
         None, "--ranks", min=1, help="local data-parallel processes (default: train.ranks of the config)"
     ),
     micro_batch_size: int | None = typer.Option(
-        None, "--micro-batch-size", min=1, help="override train.micro_batch_size (the global batch stays)"
+        None,
+        "--micro-batch-size",
+        min=1,
+        help="override train.micro_batch_size (with global_batch_tokens set, the global batch stays)",
+    ),
+    grad_accum_steps: int | None = typer.Option(
+        None, "--grad-accum-steps", min=1, help="override train.grad_accum_steps (used without global_batch_tokens)"
     ),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI for metrics"),
     run_id: str | None = typer.Option(
@@ -174,7 +192,11 @@ def train_command(
 
         ShardSet.open(shards, vocab_size=cfg.model.vocab_size).check_tokenizer()  # seconds, not a worker start
         args = ["--config", config, "--shards", str(shards), "--out", str(out), "--ranks", str(n_ranks)]
-        for flag, value in (("--stage", stage), ("--micro-batch-size", micro_batch_size)):
+        for flag, value in (
+            ("--stage", stage),
+            ("--micro-batch-size", micro_batch_size),
+            ("--grad-accum-steps", grad_accum_steps),
+        ):
             if value is not None:
                 args += [flag, str(value)]
         for flag, value in (("--tracking-uri", tracking_uri), ("--run-id", run_id)):
@@ -192,6 +214,8 @@ def train_command(
 
     if micro_batch_size is not None:
         cfg.train.micro_batch_size = micro_batch_size
+    if grad_accum_steps is not None:
+        cfg.train.grad_accum_steps = grad_accum_steps
     _work(cfg, shards, out, tracking_uri, run_id, stage)
 
 

@@ -324,9 +324,11 @@ def run_stage(proc: Process, index: int, stage: StageConfig, batches: Any, init_
     if checkpoint is not None:
         require_compatible(checkpoint, config_hash, stage.name)
         if checkpoint.world_size == proc.world_size:
-            engine.load_checkpoint(
+            loaded, _ = engine.load_checkpoint(
                 str(checkpoint.ds_dir), tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=True
             )
+            if loaded is None:  # DeepSpeed returns None instead of raising when its files are missing
+                raise TrainingError(f"{checkpoint.ds_dir}: DeepSpeed found no checkpoint '{DS_TAG}' to resume from")
             how = "deepspeed"
         else:
             from pharia.train.portable import import_portable_state, load_portable_state
