@@ -227,7 +227,7 @@ class EthicsConfig(Strict):
     fairness: FairnessConfig = FairnessConfig()
 
 
-TASK_SOURCES: tuple[str, ...] = ("nq-open", "chatterbot", "asdiv", "medication-qa", "xsum-summaries")
+TASK_SOURCES: tuple[str, ...] = ("nq-open", "chatterbot", "asdiv", "xsum-summaries")
 
 
 class TaskDataConfig(Strict):

