@@ -108,7 +108,7 @@ class CheckpointStore:
                 state = json.loads((child / STATE_FILE).read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError):
                 continue
-            if state.get("complete") is True:
+            if state.get("complete") is True and {"world_size", "plan", "progress"} <= state.keys():
                 found.append(Checkpoint(child, int(match.group(1)), state))
         return sorted(found, key=lambda c: c.step)
 

@@ -112,7 +112,10 @@ def smaller_batches(out: Path) -> tuple[int, int] | None:
         saved = json.loads((out / BATCH_PLAN_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    plan = BatchPlan(**{f.name: saved[f.name] for f in fields(BatchPlan) if f.name in saved})
+    try:
+        plan = BatchPlan(**{f.name: saved[f.name] for f in fields(BatchPlan) if f.name in saved})
+    except TypeError:  # a plan file from another pharia version: do not guess
+        return None
     smaller = smaller_plan(plan)
     return (smaller.micro_batch_size, smaller.grad_accum_steps) if smaller else None
 
@@ -205,6 +208,13 @@ def train_command(
         code = _supervise(args, n_ranks, out)
         if code:
             raise typer.Exit(code)
+        if stage is not None and (out / "stages" / stage / "summary.json").is_file():
+            done = json.loads((out / "stages" / stage / "summary.json").read_text(encoding="utf-8"))
+            typer.echo(
+                f"trained stage {stage}: {done['steps']} steps on {n_ranks} rank(s), loss {done['first_loss']:.3f} -> "
+                f"{done['final_loss']:.3f}; weights in {done['model_dir']}"
+            )
+            return
         summary = json.loads((out / "train_summary.json").read_text(encoding="utf-8"))
         typer.echo(
             f"trained {summary['steps']} steps over {', '.join(summary['stage_order'])} on {n_ranks} rank(s): "

@@ -9,6 +9,7 @@ Communication is gloo on CPU and NCCL on CUDA, through DeepSpeed's backend.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import random
@@ -22,6 +23,9 @@ import torch
 from pharia.errors import TrainingError
 from pharia.memory import peak_rss_bytes
 
+# Ranks wait in a barrier while rank 0 alone evaluates or saves (minutes for large models); the
+# default 30 minutes would turn a slow evaluation into a crashed job.
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -104,11 +108,11 @@ def init_distributed(device: str, local_rank: int) -> torch.device:
         if not torch.cuda.is_available():
             raise TrainingError("train.device is 'cuda' but no CUDA device is visible")
         torch.cuda.set_device(local_rank)
-        deepspeed.init_distributed(dist_backend="nccl")
+        deepspeed.init_distributed(dist_backend="nccl", timeout=COLLECTIVE_TIMEOUT)
         return torch.device("cuda", local_rank)
     if os.environ.get("PHARIA_DS_SHM_COMM", "0") != "1":
         skip_unused_shm_comm_op()
-    deepspeed.init_distributed(dist_backend="gloo")
+    deepspeed.init_distributed(dist_backend="gloo", timeout=COLLECTIVE_TIMEOUT)
     return torch.device("cpu")
 
 

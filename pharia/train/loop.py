@@ -222,6 +222,7 @@ def run_steps(ctx: StepContext, state: StepState, scheduler: Any) -> StepState:
     is_main = ctx.rank == 0
     moe = cfg.model.n_experts > 1
     guard_stage0 = tcfg.zero_stage == 0 and tcfg.precision != "fp16"
+    lockstep = tcfg.zero_stage == 3 and ctx.world_size > 1
     seq_len = cfg.data.seq_len
     tokens_per_step = ctx.micro_batch_size * ctx.grad_accum_steps * ctx.world_size * seq_len
     flops = flops_per_token(cfg.model)
@@ -248,7 +249,9 @@ def run_steps(ctx: StepContext, state: StepState, scheduler: Any) -> StepState:
                 if out.z_loss is not None:
                     loss = loss + cfg.model.router_z_loss_coef * out.z_loss
                     totals[2] += out.z_loss.detach().float()
-                micro_index = ((step - 1) * ctx.world_size + ctx.rank) * ctx.grad_accum_steps + micro
+                # the same on every rank: whether a term runs must not differ between ranks (ZeRO-3
+                # forwards are collective); the ranks' perturbations differ through their seeds
+                micro_index = (step - 1) * ctx.grad_accum_steps + micro
                 if ctx.hooks.adversarial is not None:
                     term, extra = ctx.hooks.adversarial(
                         engine, inputs, targets, micro_step=micro_index, clean_loss=out.loss
@@ -258,7 +261,7 @@ def run_steps(ctx: StepContext, state: StepState, scheduler: Any) -> StepState:
                         loss = loss + term
                         totals[3] += term.detach().float()
                 if ctx.hooks.fairness is not None:
-                    term, extra = ctx.hooks.fairness(engine, inputs, targets, out.logits)
+                    term, extra = ctx.hooks.fairness(engine, inputs, targets, out.logits, lockstep=lockstep)
                     counters.update(extra)
                     if term is not None:
                         loss = loss + term

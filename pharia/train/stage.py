@@ -37,6 +37,7 @@ RESUMABLE_CHANGES = (
     "device",
     "ranks",
     "micro_batch_size",
+    "grad_accum_steps",  # the global batch itself is compared on resume (plan.global_windows)
     "max_micro_batch_size",
     "memory_budget_gb",
     "gpu_memory_fraction",
@@ -228,7 +229,7 @@ def _hooks(
     if ethics.adversarial.enabled:
         from pharia.train.ethics.adversarial import AdversarialTerm
 
-        hooks.adversarial = AdversarialTerm(ethics.adversarial, seed=tcfg.seed)
+        hooks.adversarial = AdversarialTerm(ethics.adversarial, seed=tcfg.seed * 65_536 + proc.env.rank)
     if ethics.fairness.enabled:
         from pharia.train.ethics.fairness import FairnessTerm
 
@@ -269,7 +270,10 @@ def _hooks(
 
 
 def _evaluation(proc: Process, engine: Any) -> Any:
-    """The continuous-evaluation hook: collective; rank 0 evaluates the full weights."""
+    """The continuous-evaluation hook: collective. Every rank takes part in gathering the full fp32
+    weights (ZeRO-3 partitions them; a forward on rank 0 alone would wait for the others' shards
+    forever), then rank 0 evaluates a plain copy outside the engine while the others wait."""
+    from pharia.model.io import model_from_state
     from pharia.train.eval_hook import LightEvaluation
 
     cfg = proc.cfg
@@ -285,16 +289,12 @@ def _evaluation(proc: Process, engine: Any) -> Any:
     )
 
     def evaluate(step: int) -> dict[str, float] | None:
-        module = engine.module
+        state = gather_fp32_state(engine, keep=proc.is_main)  # collective
         results = None
-        if cfg.train.zero_stage == 3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-                if light is not None:
-                    results = light(module, step)
-        elif light is not None:
-            results = light(module, step)
+        if light is not None:
+            copy = model_from_state(cfg.model, state).to(proc.device)
+            results = light(copy, step)
+            del copy
         barrier(proc.device)
         return results
 
@@ -306,10 +306,16 @@ def run_stage(proc: Process, index: int, stage: StageConfig, batches: Any, init_
     cfg, tcfg = proc.cfg, proc.cfg.train
     sdir = stage_dir(proc.out_dir, stage)
     summary_path = sdir / STAGE_SUMMARY
-    if summary_path.is_file():  # finished by an earlier run: nothing to redo
-        return json.loads(summary_path.read_text(encoding="utf-8"))
-    schedule = schedule_of(cfg, stage)
     config_hash = resume_hash(cfg, stage)
+    if summary_path.is_file():  # finished by an earlier run: nothing to redo, if it is this config's
+        done = json.loads(summary_path.read_text(encoding="utf-8"))
+        if done.get("config_hash") != config_hash:
+            raise TrainingError(
+                f"{summary_path}: stage '{stage.name}' in this --out was trained with a different config; "
+                "use a new --out directory (or the config it was trained with)"
+            )
+        return done
+    schedule = schedule_of(cfg, stage)
     store = CheckpointStore(sdir / "checkpoints", keep=tcfg.keep_checkpoints)
     if proc.is_main:
         sdir.mkdir(parents=True, exist_ok=True)
@@ -323,6 +329,13 @@ def run_stage(proc: Process, index: int, stage: StageConfig, batches: Any, init_
     checkpoint = store.newest()
     if checkpoint is not None:
         require_compatible(checkpoint, config_hash, stage.name)
+        saved_windows = int(checkpoint.state["plan"]["global_windows"])
+        if saved_windows != plan.global_windows:  # the windows of every later step would differ
+            raise TrainingError(
+                f"{checkpoint.path}: written with a global batch of {saved_windows} windows per step, this run "
+                f"plans {plan.global_windows} ({plan.reason}); set train.global_batch_tokens so that the "
+                "global batch does not depend on the rank count, or resume with the original --ranks"
+            )
         if checkpoint.world_size == proc.world_size:
             loaded, _ = engine.load_checkpoint(
                 str(checkpoint.ds_dir), tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=True
@@ -408,6 +421,7 @@ def run_stage(proc: Process, index: int, stage: StageConfig, batches: Any, init_
             "kind": stage.kind,
             "split": stage.split,
             "index": index,
+            "config_hash": config_hash,
             "steps": state.step,
             "first_loss": state.losses[0] if state.losses else None,
             "final_loss": state.history[-1][1] if state.history else None,

@@ -160,7 +160,7 @@ def train(
         proc.step_offset += stages[index].max_steps
 
     result: dict[str, Any] = {}
-    if env.rank == 0:
+    if env.rank == 0 and selected[-1] == len(stages) - 1:  # OUT/model is the last stage's, never an earlier one
         assert init_from is not None
         model_dir = _publish_model(init_from, out_dir)
         result = {**aggregate(cfg, summaries, time.perf_counter() - started), "model_dir": str(model_dir)}

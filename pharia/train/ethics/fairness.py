@@ -182,7 +182,10 @@ class FairnessTerm:
         inputs: torch.Tensor,
         targets: torch.Tensor,
         clean_logits: torch.Tensor,
+        lockstep: bool = False,
     ) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """The weighted likelihood-gap penalty (with its graph) and counters; None without a paired
+        window, unless `lockstep` (ZeRO-3 with several ranks) asks for the extra forward on every rank."""
         if clean_logits.shape[:2] != inputs.shape:
             raise ValueError(f"clean_logits {tuple(clean_logits.shape)} do not match inputs {tuple(inputs.shape)}")
         in_mask, tg_mask = self.swap_masks(inputs, targets)
@@ -193,7 +196,12 @@ class FairnessTerm:
             "fair_usable_pairs": float(self.usable_pairs),
         }
         if rows.numel() == 0:
-            return None, counters
+            if not lockstep:
+                return None, counters
+            # ZeRO-3 on several ranks: every forward gathers parameters from all ranks, so a rank
+            # without a paired window still runs one (on its first row) and adds it times zero
+            dummy = forward(inputs[:1], targets[:1]).logits
+            return dummy.float().sum() * 0.0, counters
         orig_inputs, orig_targets = inputs.index_select(0, rows), targets.index_select(0, rows)
         cf_inputs, cf_targets = self.swap(orig_inputs, orig_targets)
         cf_logits = forward(cf_inputs, cf_targets).logits
