@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pharia.errors import TrainingError
+from pharia.train.outputs import atomic_write_json
 
 DS_DIR = "ds"
 DS_TAG = "state"
@@ -78,9 +79,7 @@ class CheckpointStore:
         """Rank 0, after every rank has written into `temp`: add state.json, rename into place,
         point `latest` at it, and prune to the newest `keep`."""
         state = {**state, "step": step, "complete": True}
-        tmp_state = temp / f".{STATE_FILE}.tmp"
-        tmp_state.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp_state, temp / STATE_FILE)
+        atomic_write_json(temp / STATE_FILE, state)
         final = self.root / checkpoint_name(step)
         if final.exists():  # the same step saved by an earlier attempt that died before pruning
             shutil.rmtree(final)

@@ -27,6 +27,7 @@ import torch
 
 from pharia.evaluate.heldout import heldout_metrics
 from pharia.train.data import IGNORE_INDEX, ShardSet
+from pharia.train.ethics.fairness import window_nll
 
 EvalHook = Callable[[torch.nn.Module, int], dict[str, float]]
 
@@ -111,11 +112,7 @@ class LightEvaluation:
         for row, ids in enumerate(sequences):
             inputs[row, : len(ids) - 1] = torch.tensor(ids[:-1])
             targets[row, : len(ids) - 1] = torch.tensor(ids[1:])
-        logits = model(inputs.to(device)).logits.float()
-        nll = torch.nn.functional.cross_entropy(
-            logits.transpose(1, 2), targets.to(device), ignore_index=IGNORE_INDEX, reduction="none"
-        )
-        return nll.sum(dim=1) / (targets != IGNORE_INDEX).sum(dim=1).clamp(min=1).to(device)
+        return window_nll(model(inputs.to(device)).logits, targets.to(device))
 
     def _gender_gap(self, model: torch.nn.Module) -> float:
         first = self._sentence_nll(model, [a for a, _ in self.pair_ids])

@@ -9,13 +9,13 @@ at those steps, identical within floating-point tolerance.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pharia.config import PipelineConfig, StageConfig
 from pharia.registry.tracking import MetricLogger
+from pharia.train.outputs import atomic_write_json
 
 PARENT_FILE = "mlflow_parent.json"
 STAGE_RUN_FILE = "mlflow_run.json"
@@ -30,9 +30,7 @@ def _read_id(path: Path) -> str | None:
 
 
 def _write_id(path: Path, run_id: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"run_id": run_id}) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, {"run_id": run_id})
 
 
 @dataclass

@@ -121,7 +121,7 @@ def open_batches(cfg: PipelineConfig, index: int, stage: StageConfig, shards: Sh
         return TaskRows(
             TaskBatches(
                 examples,
-                shards.root / "tokenizer.json",
+                shards.tokenizer_file,
                 seq_len=cfg.data.seq_len,
                 eos_token_id=shards.eos_token_id,
                 pad_token_id=shards.pad_token_id,
@@ -220,7 +220,7 @@ def _hooks(
 ) -> StepHooks:
     tcfg = proc.cfg.train
     ethics = stage.ethics or tcfg.ethics
-    tokenizer_file = proc.shards.root / "tokenizer.json"
+    tokenizer_file = proc.shards.tokenizer_file
     hooks = StepHooks()
     if ethics.content_filter.enabled:
         from pharia.train.ethics.content_filter import ContentFilter
@@ -468,7 +468,7 @@ def _stage_evaluation(proc: Process, model_dir: Path, sdir: Path, metrics: Any |
     from pharia.evaluate.suite import evaluate
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    result = evaluate(model_dir, proc.shards.root, proc.shards.root / "tokenizer.json", proc.cfg.eval, sdir / "eval")
+    result = evaluate(model_dir, proc.shards.root, proc.shards.tokenizer_file, proc.cfg.eval, sdir / "eval")
     values = {k: float(v) for k, v in result["metrics"].items()}
     if metrics is not None:
         metrics.stage.log(step, **values)
