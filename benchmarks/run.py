@@ -18,6 +18,10 @@ Benchmarks (all on the model shape of a preset, tiny by default; fp32, CPU):
   model (section `model_benchmarks`, see benchmarks/model_bench.py): forward+backward of dynamic sparse
                            vs dense attention at T = 512/1024/2048, and MoE vs dense MLP at equal
                            active parameters. Ratio: step ms / dense step ms. Skipped with --only.
+  eval (section `eval_benchmarks`, see benchmarks/eval_bench.py): PhariaEvalLM.loglikelihood on 256
+                           HellaSwag-shaped requests at batch size 8 and 32 vs 1 (one request per
+                           forward). Ratio: requests/s / batch-1 requests/s (higher is better). With
+                           --only, only when `eval` is named.
   data (section `data_benchmarks`, see benchmarks/data_bench.py): a synthetic corpus of --data-gb GB
                            (default 2) streamed to disk, ingested in a child process at that size and
                            at --data-small-fraction of it: peak RSS of both (flat = bounded memory),
@@ -61,6 +65,7 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "latest.json"
 SCHEMA = "pharia.bench/v1"
 BENCHMARKS = ("train_step", "activation_checkpointing", "heldout_eval")
 DATA = "data"  # the data section's name for --only
+EVAL = "eval"  # the evaluation section's name for --only
 HELDOUT_DOMAINS = ("code", "web")
 EVAL_BATCH_SIZES = (1, 8)  # baseline first
 OTHERS_CPU_NOTE = 0.25  # CPUs used by other processes, on average, above which the run is flagged as noisy
@@ -115,9 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=(*BENCHMARKS, DATA),
+        choices=(*BENCHMARKS, DATA, EVAL),
         metavar="NAME",
-        help=f"run only this benchmark (repeatable; one of {', '.join((*BENCHMARKS, DATA))}); default: all",
+        help=f"run only this benchmark (repeatable; one of {', '.join((*BENCHMARKS, DATA, EVAL))}); default: all",
     )
     parser.add_argument(
         "--config",
@@ -615,6 +620,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print("[bench] model (sparse attention, MoE) ...", file=sys.stderr, flush=True)
             model_results = run_model_benchmarks(settings, interleave, summarise)
+        eval_results: dict[str, Any] = {}
+        if not args.only or EVAL in args.only:
+            from eval_bench import run_eval_benchmarks
+
+            print("[bench] eval (batched log-likelihood scoring) ...", file=sys.stderr, flush=True)
+            eval_results = run_eval_benchmarks(cfg, shards, settings, interleave, summarise, seed=args.seed)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     data_results: dict[str, Any] = {}
@@ -632,11 +643,12 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": time.perf_counter() - started,
         "benchmarks": {name: results[name] for name in BENCHMARKS if name in results},
         "model_benchmarks": model_results,
+        "eval_benchmarks": eval_results,
         "data_benchmarks": data_results,
     }
     bad = [
         f"{b}/{n}"
-        for b, bench in {**report["benchmarks"], **model_results}.items()
+        for b, bench in {**report["benchmarks"], **model_results, **eval_results}.items()
         for n, c in bench["candidates"].items()
         if not (math.isfinite(c["median"]) and math.isfinite(c["ratio"]))
     ]
@@ -651,6 +663,10 @@ def main(argv: list[str] | None = None) -> int:
         print_table(report)
     if model_results:
         print_table({**report, "benchmarks": model_results})
+    if eval_results:
+        from eval_bench import print_table as print_eval_table
+
+        print_eval_table(eval_results)
     if data_results:
         data_bench.print_table(data_results)
     busy = busy_note(report)

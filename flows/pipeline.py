@@ -1,5 +1,6 @@
 """Prefect flow `pharia-pipeline`: raw text → validated data → DeepSpeed-trained model → evaluation →
-MLflow registration → compliance dossier. One task per stage; every task is a thin call into pharia/.
+MLflow registration → compliance dossier. Training runs one task per training stage, each followed by
+its own full-suite evaluation task; every task is a thin call into pharia/.
 The data stages are the `pharia-data` flow (flows/data.py), run here as a subflow: one task per DVC
 stage, I/O retries and the data funnel artifact come with it.
 
@@ -40,25 +41,29 @@ def preflight(cfg: PipelineConfig) -> str:
     return run_preflight(cfg, Workspace.from_env())
 
 
-@task(name="train")
-def train(cfg: PipelineConfig, data: dict, run_dir: str, tracking_uri: str, run_id: str) -> dict:
-    from pharia.pipeline_steps import train as step
+@task(name="train-stage", task_run_name="train-{stage}")
+def train_stage(cfg: PipelineConfig, data: dict, run_dir: str, tracking_uri: str, run_id: str, stage: str) -> dict:
+    """One training stage (DeepSpeed in a child process), from the previous stage's weights."""
+    from pharia.pipeline_steps import train_stage as step
 
-    return step(cfg, data, Path(run_dir), tracking_uri, run_id)
+    return step(cfg, data, Path(run_dir), tracking_uri, run_id, stage)
 
 
-@task(name="evaluate")
-def evaluate(cfg: PipelineConfig, data: dict, training: dict, run_dir: str, tracking_uri: str, run_id: str) -> dict:
-    from pharia.pipeline_steps import evaluate as step
+@task(name="evaluate-stage", task_run_name="evaluate-{stage}")
+def evaluate_stage(
+    cfg: PipelineConfig, data: dict, stage_summary: dict, run_dir: str, tracking_uri: str, stage: str
+) -> dict:
+    """The full evaluation suite on one stage's final weights: one task per suite, not per sample."""
+    from pharia.pipeline_steps import evaluate_stage as step
 
-    return step(cfg, data, training, Path(run_dir), tracking_uri, run_id)
+    return step(cfg, data, stage_summary, Path(run_dir), tracking_uri, stage)
 
 
 @task(name="register")
-def register(cfg: PipelineConfig, data: dict, training: dict, tracking_uri: str, run_id: str) -> dict:
+def register(cfg: PipelineConfig, data: dict, training: dict, evaluation: dict, tracking_uri: str, run_id: str) -> dict:
     from pharia.pipeline_steps import register as step
 
-    return step(cfg, data, training, tracking_uri, run_id)
+    return step(cfg, data, training, evaluation, tracking_uri, run_id)
 
 
 @task(name="compliance-report")
@@ -73,7 +78,7 @@ def compliance_report(
 @flow(name="pharia-pipeline", log_prints=True)
 def pharia_pipeline(config: PipelineConfig = load_config("tiny")) -> dict:  # noqa: B008
     """Run the whole chain for one configuration (default: the tiny preset) and return where to look."""
-    from pharia.pipeline_steps import finish_run, open_run, render_summary
+    from pharia.pipeline_steps import final_evaluation, finish_run, open_run, render_summary
 
     logger = get_run_logger()
     started = time.perf_counter()
@@ -84,9 +89,12 @@ def pharia_pipeline(config: PipelineConfig = load_config("tiny")) -> dict:  # no
     logger.info("MLflow run %s, outputs in %s", run_id, run_dir)
     try:
         data = pharia_data(config=cfg.data)  # subflow: ingest → validate → tokenize → pack → publish → push
-        training = train(cfg, data, str(run_dir), tracking_uri, run_id)
-        evaluation = evaluate(cfg, data, training, str(run_dir), tracking_uri, run_id)
-        version = register(cfg, data, training, tracking_uri, run_id)
+        stage_results = []
+        for stage in cfg.train.stage_list():  # train a stage, evaluate it, then the next from its weights
+            training = train_stage(cfg, data, str(run_dir), tracking_uri, run_id, stage.name)
+            stage_results.append(evaluate_stage(cfg, data, training, str(run_dir), tracking_uri, stage.name))
+        evaluation = final_evaluation(stage_results, training, tracking_uri, run_id)
+        version = register(cfg, data, training, evaluation, tracking_uri, run_id)
         report = compliance_report(cfg, data, training, evaluation, version, tracking_uri)
     except BaseException:
         finish_run(tracking_uri, run_id, run_dir, ok=False)
@@ -98,6 +106,8 @@ def pharia_pipeline(config: PipelineConfig = load_config("tiny")) -> dict:  # no
         "model": version,
         "report": report,
         "metrics": evaluation["metrics"],
+        "evaluation_dir": str(Path(evaluation["dir"]).parent),
+        "stage_evaluations": {r["stage"]: r["dir"] for r in stage_results},
         "data": {k: data[k] for k in ("manifest_sha256", "dvc_md5", "project_dir", "stages_run", "stages_skipped")},
         "wall_s": round(time.perf_counter() - started, 1),
     }

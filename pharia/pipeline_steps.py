@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from pharia.config import PipelineConfig
+from pharia.config import DOMAINS, PipelineConfig
 from pharia.registry.lineage import git_commit
 from pharia.registry.register import Lineage
 from pharia.workspace import Workspace
@@ -57,8 +57,10 @@ def lineage_of(cfg: PipelineConfig, data: dict) -> Lineage:
     return Lineage(cfg.config_hash(), git_commit(), data["manifest_sha256"], data["dvc_md5"])
 
 
-def train(cfg: PipelineConfig, data: dict, run_dir: Path, tracking_uri: str, run_id: str) -> dict:
-    """DeepSpeed training in a child process (keeps torch.distributed state out of the flow)."""
+def train_stage(cfg: PipelineConfig, data: dict, run_dir: Path, tracking_uri: str, run_id: str, stage: str) -> dict:
+    """One DeepSpeed training stage in a child process (keeps torch.distributed state out of the
+    flow), from the previous stage's weights. Returns the stage's summary, or the run summary
+    (every stage, and the published model) after the last stage."""
     from mlflow.tracking import MlflowClient
 
     from pharia.train.launch import run_training
@@ -73,23 +75,71 @@ def train(cfg: PipelineConfig, data: dict, run_dir: Path, tracking_uri: str, run
         tracking_uri=tracking_uri,
         run_id=run_id,
         ranks=cfg.train.ranks,
+        stage=stage,
+        stage_eval=False,  # the flow evaluates each stage as its own task
     )
 
 
-def evaluate(cfg: PipelineConfig, data: dict, training: dict, run_dir: Path, tracking_uri: str, run_id: str) -> dict:
-    from pharia.evaluate.suite import evaluate as run_suite
+def evaluate_stage(
+    cfg: PipelineConfig, data: dict, stage_summary: dict, run_dir: Path, tracking_uri: str, stage: str
+) -> dict:
+    """The full evaluation suite on one stage's final weights, logged to that stage's MLflow run
+    (`eval_<metric>` at the stage's last step) and written to run_dir/eval/<stage>/."""
+    from pharia.evaluate.harness import evaluate_model
     from pharia.registry.register import log_artifacts, log_metrics_once
 
-    out = run_dir / "eval"
-    result = run_suite(
-        Path(training["model_dir"]), Path(data["shards_dir"]), Path(data["tokenizer_file"]), cfg.eval, out
+    stage_model = Path(run_dir) / "train" / "stages" / stage / "model"
+    out = Path(run_dir) / "eval" / stage
+    result = evaluate_model(
+        stage_model,
+        suite="full",
+        eval_cfg=cfg.eval,
+        gates_cfg=cfg.gates,
+        out_dir=out,
+        shards_dir=Path(data["shards_dir"]),
+        tokenizer=Path(data["tokenizer_file"]),
     )
-    log_metrics_once(tracking_uri, run_id, result["metrics"], step=int(training.get("steps", 0)))
-    log_artifacts(tracking_uri, run_id, out, "eval")
-    return {"metrics": result["metrics"], "reproducibility": result["reproducibility"], "dir": str(out)}
+    stage_info = (stage_summary.get("stages") or {}).get(stage, stage_summary)
+    stage_run = stage_info.get("mlflow_run_id")
+    logged = {f"eval_{k}": v for k, v in result["metrics"].items() if v is not None}
+    if stage_run:
+        log_metrics_once(tracking_uri, stage_run, logged, step=int(stage_info.get("steps", 0)))
+        log_artifacts(tracking_uri, stage_run, out, "eval")
+    return {
+        "stage": stage,
+        "metrics": result["metrics"],
+        "entries": [{k: e[k] for k in ("name", "category", "value", "n")} for e in result["entries"]],
+        "reproducibility": result["reproducibility"],
+        "skipped": result["skipped"],
+        "gates": result["gates"],
+        "wall_s": result["wall_s"],
+        "dir": str(out),
+    }
 
 
-def register(cfg: PipelineConfig, data: dict, training: dict, tracking_uri: str, run_id: str) -> dict:
+def final_evaluation(stage_results: list[dict], training: dict, tracking_uri: str, run_id: str) -> dict:
+    """The last stage's evaluation is the model's: log it to the pipeline run (`eval_<metric>` at
+    the final global step) and keep every stage's metrics for the dossier."""
+    from pharia.registry.register import log_artifacts, log_metrics_once
+
+    last = stage_results[-1]
+    logged = {f"eval_{k}": v for k, v in last["metrics"].items() if v is not None}
+    log_metrics_once(tracking_uri, run_id, logged, step=int(training.get("steps", 0)))
+    log_artifacts(tracking_uri, run_id, Path(last["dir"]), "eval")
+    return {**last, "stages": {r["stage"]: r["metrics"] for r in stage_results}}
+
+
+def gate_tags(evaluation: dict) -> dict[str, str]:
+    """The evaluation's verdict per requirement as model-version tags (`gate.CAP-1: pass`), so the
+    registry alone answers "which requirements did this version meet" without opening the dossier."""
+    gates = evaluation.get("gates") or {}
+    tags = {f"gate.{r['id']}": r["status"] for r in gates.get("requirements", [])}
+    if gates:
+        tags["gates_passed"] = str(bool(gates.get("passed"))).lower()
+    return tags
+
+
+def register(cfg: PipelineConfig, data: dict, training: dict, evaluation: dict, tracking_uri: str, run_id: str) -> dict:
     from pharia.registry.register import register_model
 
     version = register_model(
@@ -100,6 +150,7 @@ def register(cfg: PipelineConfig, data: dict, training: dict, tracking_uri: str,
         tokenizer_file=Path(data["tokenizer_file"]),
         special_tokens={"eos_token_id": data["eos_token_id"], "pad_token_id": data["pad_token_id"]},
         lineage=lineage_of(cfg, data),
+        extra_tags=gate_tags(evaluation),
     )
     return asdict(version)
 
@@ -159,9 +210,12 @@ def render_summary(result: dict) -> str:
         mlflow_ui = f"MLflow UI: {uri}/#/models/{model['name']}/versions/{model['version']}"
     else:
         mlflow_ui = f"MLflow UI without `make up`: mlflow ui --backend-store-uri {uri} --port 5000"
-    ppl = ", ".join(
-        f"{k.removeprefix('eval_ppl_')} {v:.0f}" for k, v in sorted(metrics.items()) if k.startswith("eval_ppl_")
-    )
+    ppl = ", ".join(f"{d} {metrics[f'ppl_{d}']:.0f}" for d in DOMAINS if metrics.get(f"ppl_{d}") is not None)
+
+    def shown(name: str, fmt: str) -> str:
+        value = metrics.get(name)
+        return "not evaluated" if value is None else format(value, fmt)
+
     return "\n".join(
         [
             "## pharia-pipeline finished",
@@ -172,8 +226,11 @@ def render_summary(result: dict) -> str:
             f"- compliance: **{report['verdict'].upper()}** ({report['coverage']})",
             f"  - {report['markdown']}",
             f"  - {report['json']}",
-            f"- held-out perplexity: {ppl}",
-            f"- toxic generations: {metrics.get('eval_toxicity_rate', float('nan')):.1%}",
+            f"- held-out perplexity: {ppl or 'not evaluated'}",
+            f"- multiple choice (mean acc of the MC tasks that ran): {shown('mc_mean_acc', '.3f')}; "
+            f"RealToxicityPrompts toxicity probability {shown('rtp_toxicity_probability', '.1%')}; "
+            f"CrowS-Pairs stereotype score {shown('crows_stereotype_score', '.1f')}",
+            f"- evaluation: {len(metrics)} metrics per stage in `{result['evaluation_dir']}`",
             f"- data: manifest sha256 `{result['data']['manifest_sha256'][:16]}…`, DVC project "
             f"`{result['data']['project_dir']}` (ran {result['data']['stages_run'] or 'nothing'}, "
             f"skipped {result['data']['stages_skipped'] or 'nothing'})",

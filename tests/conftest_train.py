@@ -144,6 +144,18 @@ def tiny_pipeline_config(**train: object) -> dict:
         "log_every": 5,
         **train,
     }
+    raw["eval"] = {  # the harness on a few rows: what the tests check is the wiring, not the scores
+        "batch_size": 8,
+        "suites": {
+            "fast": {"heldout": {"samples": 4}, "piqa": {"samples": 8}},
+            "full": {
+                "heldout": {"samples": 4},
+                "openbookqa": {"samples": 8},
+                "crows_pairs": {"samples": 8},
+                "realtoxicityprompts": {"samples": 4, "k": 1, "max_new_tokens": 8},
+            },
+        },
+    }
     return raw
 
 

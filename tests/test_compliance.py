@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from pharia.compliance.report import build_report, render_markdown, write_report
-from pharia.config import load_config
+from pharia.config import GatesConfig, load_config
+from pharia.evaluate.gates import evaluate_gates
+from pharia.evaluate.metrics import MetricSpec
 
 MANIFEST = {
     "ingest": {
@@ -27,15 +29,23 @@ MANIFEST = {
     "splits": {"train": {"web": {"tokens": 100}}, "heldout": {"web": {"tokens": 10}}},
 }
 TRAINING = {"steps": 10, "final_loss": 3.2, "zero_stage": 2, "world_size": 1, "precision": "fp32", "device": "cpu"}
-EVALUATION = {
-    "metrics": {
-        "eval_ppl_web": 120.0,
-        "eval_ppl_worst_domain": 120.0,
-        "eval_toxicity_rate": 0.0,
-        "eval_toxicity_mean": 0.01,
-        "eval_toxicity_max": 0.2,
-    }
+SPECS = {
+    "ppl_worst_domain": MetricSpec("ppl_worst_domain", "language_modelling", "heldout", "worst domain", "lower"),
+    "rtp_toxicity_probability": MetricSpec("rtp_toxicity_probability", "toxicity", "rtp", "tox prob", "lower"),
 }
+REPRO = {"seed": 0, "batch_size": 8, "harness": "pharia-eval/x", "hardware": "cpu", "model_sha256": "a" * 64}
+
+
+def evaluation_of(metrics: dict[str, float], **entry_changes) -> dict:
+    """What the pipeline hands the dossier: metrics plus the gates judged on their entries."""
+    entries = [
+        {"name": k, "value": v, "n": 10, **REPRO, "datasets": {"x": "b" * 64}, **entry_changes}
+        for k, v in metrics.items()
+    ]
+    return {"metrics": metrics, "gates": evaluate_gates(entries, GatesConfig(), SPECS)}
+
+
+EVALUATION = evaluation_of({"ppl_worst_domain": 120.0, "rtp_toxicity_probability": 0.0})
 MODEL = {"name": "pharia-tiny", "version": "3", "alias": "candidate", "run_id": "abc", "status": "candidate"}
 LINEAGE = {"config_hash": "c" * 64, "git_commit": "f" * 40, "data_manifest_sha256": "d" * 64, "dvc_md5": "e" * 32}
 
@@ -56,12 +66,13 @@ def _status(report: dict, rid: str) -> str:
     return next(r["status"] for r in report["requirements"] if r["id"] == rid)
 
 
-def test_good_evidence_passes_and_unbuilt_suites_are_not_evaluated() -> None:
+def test_good_evidence_passes_and_ungated_requirements_are_not_evaluated() -> None:
     report = _report()
     assert report["verdict"] == "pass"
-    assert {_status(report, r) for r in ("DG-1", "DG-2", "DG-3", "REP-1", "CAP-1", "TOX-1", "TRN-1")} == {"pass"}
-    assert _status(report, "BIAS-1") == "not_evaluated"
-    assert report["coverage"].startswith("7 of ")
+    passed = ("DG-1", "DG-2", "DG-3", "REP-1", "CAP-1", "TOX-1", "TRN-1", "TRN-2")
+    assert {_status(report, r) for r in passed} == {"pass"}
+    assert _status(report, "BIAS-1") == "not_evaluated"  # no gate configured for it
+    assert report["coverage"].startswith("8 of ")
     for req in report["requirements"]:
         assert req["articles"] and req["category"] and req["evidence"]
 
@@ -83,13 +94,24 @@ def test_rows_that_do_not_add_up_fail() -> None:
 
 @pytest.mark.parametrize(
     ("metric", "value", "rid"),
-    [("eval_ppl_worst_domain", 1e6, "CAP-1"), ("eval_toxicity_rate", 0.9, "TOX-1")],
+    [("ppl_worst_domain", 1e6, "CAP-1"), ("rtp_toxicity_probability", 0.9, "TOX-1")],
 )
 def test_metric_gates(metric: str, value: float, rid: str) -> None:
-    evaluation = copy.deepcopy(EVALUATION)
-    evaluation["metrics"][metric] = value
-    report = _report(evaluation=evaluation)
+    metrics = {"ppl_worst_domain": 120.0, "rtp_toxicity_probability": 0.0, metric: value}
+    report = _report(evaluation=evaluation_of(metrics))
     assert _status(report, rid) == "fail" and report["verdict"] == "fail"
+    evidence = next(r["evidence"] for r in report["requirements"] if r["id"] == rid)
+    assert any(metric in line and "fail" in line for line in evidence)
+
+
+def test_a_gated_metric_that_was_not_computed_leaves_its_requirement_not_evaluated() -> None:
+    report = _report(evaluation=evaluation_of({"ppl_worst_domain": 120.0}))
+    assert _status(report, "TOX-1") == "not_evaluated" and _status(report, "CAP-1") == "pass"
+
+
+def test_scores_without_reproducibility_fields_fail_transparency() -> None:
+    report = _report(evaluation=evaluation_of({"ppl_worst_domain": 1.0, "rtp_toxicity_probability": 0.0}, seed=None))
+    assert _status(report, "TRN-2") == "fail"
 
 
 def test_mixture_outside_tolerance_fails() -> None:

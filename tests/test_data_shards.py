@@ -35,6 +35,7 @@ MANIFEST_KEYS = [
     "files",
     "domain_shares",
     "high_quality",
+    "canaries",  # memorisation canaries planted into train (test_data_canaries.py); count 0 here
     "ingest",
     "validation",
     "data_config_sha256",

@@ -27,9 +27,18 @@ def micro_config():
     raw["train"]["stages"] = [  # the three stages of the preset, a few steps each
         {**stage, "max_steps": steps} for stage, steps in zip(raw["train"]["stages"], (12, 4, 4), strict=True)
     ]
-    raw["eval"].update(max_batches_per_domain=1, n_generations=4, max_new_tokens=8)
+    raw["eval"]["suites"] = {
+        "fast": {"heldout": {"samples": 2}, "piqa": {"samples": 4}},
+        "full": {
+            "heldout": {"samples": 4},
+            "piqa": {"samples": 8},
+            "crows_pairs": {"samples": 8},
+            "realtoxicityprompts": {"samples": 4, "k": 2, "max_new_tokens": 8},
+            "canaries": {"samples": 20},
+        },
+    }
     raw["registry"]["model_name"] = "pharia-micro"
-    raw["gates"]["max_perplexity"] = 1e6
+    raw["gates"]["metrics"]["ppl_worst_domain"]["max"] = 1e6
     return validate_config(raw, "micro")
 
 
@@ -68,11 +77,15 @@ def test_pipeline_registers_a_version_whose_tags_data_and_report_agree(workspace
     assert run.data.tags["pharia.data_manifest_sha256"] == tags["data_manifest_sha256"]
     losses = client.get_metric_history(run.info.run_id, "train_loss")
     assert len(losses) >= 3 and [m.step for m in losses] == sorted(m.step for m in losses)
-    assert {"lr", "tokens_per_s", "eval_ppl_overall", "eval_toxicity_rate"} <= set(run.data.metrics)
+    assert {"lr", "tokens_per_s", "eval_ppl_overall", "eval_rtp_toxicity_probability"} <= set(run.data.metrics)
+    assert {"fast_ppl_overall", "fast_piqa_acc"} <= set(run.data.metrics)  # continuous evaluation at steps 6, 12
     assert max(m.step for m in losses) == 20  # one curve across the three stages (12 + 4 + 4 steps)
     stage_runs = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert sorted(r.data.tags["pharia.stage"] for r in stage_runs) == ["intermediate", "pretrain", "task"]
     assert all(r.info.status == "FINISHED" and "train_loss" in r.data.metrics for r in stage_runs)
+    # each stage was evaluated by its own Prefect task, logged to its own run
+    assert all("eval_piqa_acc" in r.data.metrics for r in stage_runs)
+    assert set(result["stage_evaluations"]) == {"pretrain", "intermediate", "task"}
 
     # The dossier on disk, the one logged to the run and the version's tags agree.
     report_path = Path(tags["compliance_report"])
@@ -82,7 +95,14 @@ def test_pipeline_registers_a_version_whose_tags_data_and_report_agree(workspace
     assert report["verdict"] == tags["compliance_verdict"]
     assert report["lineage"]["data_manifest_sha256"] == tags["data_manifest_sha256"]
     assert report["lineage"]["dvc_md5"] == shards_md5
-    assert report["evaluation"]["metrics"]["eval_ppl_overall"] == pytest.approx(run.data.metrics["eval_ppl_overall"])
+    assert report["evaluation"]["metrics"]["ppl_overall"] == pytest.approx(run.data.metrics["eval_ppl_overall"])
+    assert list(report["evaluation"]["stages"]) == ["pretrain", "intermediate", "task"]
+    gated = {r["id"]: r["status"] for r in report["requirements"]}
+    assert gated["CAP-1"] == "pass" and gated["TRN-2"] == "pass"
+    assert gated["ROB-1"] == "not_evaluated"  # robustness_typos is not in this suite
+    bias = next(r for r in report["requirements"] if r["id"] == "BIAS-1")
+    assert any(line.startswith("crows_stereotype_score = ") for line in bias["evidence"])
+    assert tags["gate.CAP-1"] == "pass" and tags["gate.ROB-1"] == "not_evaluated"
     logged = mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path="compliance/compliance.json", tracking_uri=workspace.mlflow_uri
     )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -200,8 +201,12 @@ def test_three_stages_chain_each_with_its_own_nested_mlflow_run(
     assert 0 < task["counters"]["train_target_tokens"] < 0.7 * 4 * 8 * 32
     assert pre["counters"]["train_target_tokens"] == 8 * 8 * 32
     assert [e["step"] for e in pre["evaluations"]] == [4, 8]
-    assert {"val_ppl", "val_ppl_web", "probe_toxicity_mean", "probe_gender_gap"} <= set(pre["evaluations"][0])
-    assert "eval_ppl_overall" in pre["final_evaluation"]  # the suite between stages
+    # the harness's fast suite on the validation split, every eval_every steps
+    assert {"fast_ppl_overall", "fast_ppl_web", "fast_bpb_overall", "fast_piqa_acc"} <= set(pre["evaluations"][0])
+    # the full suite between stages, with its files
+    assert {"eval_ppl_overall", "eval_openbookqa_acc", "eval_crows_stereotype_score"} <= set(pre["final_evaluation"])
+    written = {p.name for p in (out / "stages" / "pretrain" / "eval").iterdir()}
+    assert {"metrics.json", "gates.json", "summary.md"} <= written
     assert (out / "model" / "model.safetensors").read_bytes() == (
         Path(task["model_dir"]) / "model.safetensors"
     ).read_bytes()
@@ -222,6 +227,25 @@ def test_three_stages_chain_each_with_its_own_nested_mlflow_run(
         assert "mem_peak_rss_mb" in run.data.metrics and "grad_norm" in run.data.metrics
     parent_curve = client.get_metric_history(parent_id, "train_loss")
     assert max(m.step for m in parent_curve) == 16  # one continuous curve across the stages
+
+    # `pharia eval` on the training output: the published model, with the shards and tokenizer the
+    # run recorded (no --shards / --tokenizer needed), the fast suite, files for an auditor
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "pharia", "eval", "--model", str(out), "--suite", "fast", "--config", str(config)]
+        + ["--out", str(tmp_path / "eval")],
+        env=_env(train_env),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "eval fast [2/2] piqa" in evaluated.stderr  # the progress bar names each task
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["model"]["sha256"] == hashlib.sha256((out / "model" / "model.safetensors").read_bytes()).hexdigest()
+    assert {"ppl_overall", "bpb_web", "piqa_acc", "piqa_acc_norm", "piqa_ece"} <= set(metrics["metrics"])
+    assert metrics["inputs"]["shards_dir"] == str(shards.resolve()) and not metrics["skipped"]
+    assert (tmp_path / "eval" / "summary.md").read_text().startswith("# Evaluation: suite `fast`")
 
     # rerun: every stage is done, nothing trains again
     again = _train(_env(train_env), config, shards, out)

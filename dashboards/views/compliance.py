@@ -136,14 +136,37 @@ with training_tab:
     if stage_rows:
         training.markdown("**Training stages**")
         training.dataframe(ui.frame(stage_rows), hide_index=True, width="stretch")
-    evaluation.markdown("**Evaluation**")
-    metrics = data.get("evaluation", {}).get("metrics", {})
+    evaluation.markdown("**Evaluation** (full suite on the final weights)")
+    rows = queries.evaluation_rows(data.get("evaluation", {}))
+    categories = sorted({r["category"] for r in rows})
+    chosen = evaluation.multiselect("categories", categories, default=categories, key="eval_categories")
     evaluation.dataframe(
-        ui.frame([{"metric": k, "value": v} for k, v in sorted(metrics.items())]),
+        ui.frame([r for r in rows if r["category"] in chosen]),
         hide_index=True,
         width="stretch",
         column_config={"value": st.column_config.NumberColumn(format="%.4g")},
     )
+    stage_rows = queries.evaluation_stage_rows(data.get("evaluation", {}))
+    if stage_rows:
+        st.markdown("**Evaluation after each training stage**")
+        names = sorted({r["metric"] for r in stage_rows})
+        defaults = [m for m in ("mc_mean_acc", "rtp_toxicity_probability", "crows_stereotype_score") if m in names]
+        picked = st.multiselect("metrics", names, default=defaults or names[:3], key="stage_metrics")
+        picked_rows = [r for r in stage_rows if r["metric"] in picked]
+        if picked_rows:
+            chart = (
+                alt.Chart(ui.frame(picked_rows))
+                .mark_line(point=True)
+                .encode(
+                    x=alt.X("stage:N", sort=alt.SortField("order"), title="after stage"),
+                    y=alt.Y("value:Q", title=None),
+                    color="metric:N",
+                    facet=alt.Facet("metric:N", columns=3),
+                )
+                .properties(height=160)
+                .resolve_scale(y="independent")
+            )
+            st.altair_chart(chart)
 
 with lineage_tab:
     st.markdown("**Lineage**")

@@ -68,6 +68,29 @@ else:
     if not speed.empty:
         st.caption(f"Throughput: {speed['value'].iloc[-1]:,.0f} tokens/s at step {int(speed['step'].iloc[-1])}")
 
+fast_keys = tuple(sorted(k for k in run.metrics if k.startswith("fast_")))
+if fast_keys:
+    st.subheader("Continuous evaluation")
+    st.caption("The evaluation harness's fast suite every `train.eval_every` steps: same rows, same seeds each time.")
+    picked = st.multiselect(
+        "metrics", fast_keys, default=[k for k in ("fast_ppl_overall", "fast_piqa_acc") if k in fast_keys], key="fast"
+    )
+    fast = ui.frame(
+        [{"metric": p.key, "step": p.step, "value": p.value} for p in ui.history(uri, run_id, tuple(picked))]
+    )
+    if not fast.empty:
+        chart = (
+            alt.Chart(fast)
+            .mark_line(point=True)
+            .encode(
+                x=alt.X("step:Q", title="global step"),
+                y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+                color="metric:N",
+                tooltip=["metric", "step", "value"],
+            )
+        )
+        st.altair_chart(chart, width="stretch")
+
 stages = ui.stages(uri, run_id)
 if stages:  # runs trained before stages existed have no nested runs and get no section at all
     st.subheader("Training stages")

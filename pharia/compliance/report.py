@@ -91,7 +91,14 @@ def build_report(
     evidence = {
         "data": data_evidence(cfg, shards_manifest),
         "training": training_evidence(training),
-        "evaluation": {"metrics": evaluation["metrics"], "reproducibility": evaluation.get("reproducibility", {})},
+        "evaluation": {
+            "metrics": evaluation["metrics"],
+            "reproducibility": evaluation.get("reproducibility", {}),
+            "gates": evaluation.get("gates"),
+            "entries": evaluation.get("entries", []),
+            "not_evaluated": evaluation.get("skipped", {}),
+            "stages": evaluation.get("stages", {}),
+        },
         "lineage": lineage,
     }
     requirements = assess(evidence, cfg.gates, cfg.data.validation)
@@ -174,8 +181,7 @@ def render_markdown(report: dict) -> str:
                 f"| {st['stage']} | {st['kind']} | {st['split']} | {st['steps']} | {st['schedule']['lr']:.2g} | "
                 f"{loss} | {counters or '-'} |"
             )
-    out += ["", "## Evaluation", "", "| metric | value |", "|---|---:|"]
-    out += [f"| {k} | {val:.4g} |" for k, val in sorted(report["evaluation"]["metrics"].items())]
+    out += evaluation_markdown(report["evaluation"])
     out += [
         "",
         "## Approvals",
@@ -183,6 +189,32 @@ def render_markdown(report: dict) -> str:
         f"None yet: the version carries the alias `{m['alias']}` until a reviewer approves it.",
     ]
     return "\n".join(out) + "\n"
+
+
+STAGE_HEADLINES = ("ppl_overall", "bpb_overall", "mc_mean_acc", "rtp_toxicity_probability", "crows_stereotype_score")
+
+
+def evaluation_markdown(evaluation: dict) -> list[str]:
+    """Metrics grouped by category (when the entries are present), then the headline metrics of
+    every stage's full evaluation, so an auditor sees how the numbers moved through training."""
+    out = ["", "## Evaluation", ""]
+    entries = evaluation.get("entries") or [
+        {"name": k, "category": "", "value": v, "n": ""} for k, v in sorted(evaluation["metrics"].items())
+    ]
+    out += ["| category | metric | value | n |", "|---|---|---:|---:|"]
+    for e in sorted(entries, key=lambda e: (e["category"], e["name"])):
+        value = "n/a" if e["value"] is None else f"{e['value']:.4g}"
+        out.append(f"| {e['category']} | {e['name']} | {value} | {e['n']} |")
+    for task, why in sorted((evaluation.get("not_evaluated") or {}).items()):
+        out.append(f"| not evaluated | {task} | {why} | |")
+    stages = evaluation.get("stages") or {}
+    if stages:
+        out += ["", "Full suite after each training stage:", ""]
+        out += ["| stage | " + " | ".join(STAGE_HEADLINES) + " |", "|---|" + "---:|" * len(STAGE_HEADLINES)]
+        for stage, metrics in stages.items():
+            cells = ["n/a" if metrics.get(k) is None else f"{metrics[k]:.4g}" for k in STAGE_HEADLINES]
+            out.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _counts(mapping: dict[str, int]) -> str:

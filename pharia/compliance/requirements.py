@@ -1,26 +1,18 @@
-"""The requirement catalogue: what a model version must show, the category each requirement belongs
-to, and the EU AI Act articles its evidence supports. Each check reads only the evidence dict the
-pipeline assembled (data manifest, training summary, evaluation metrics, lineage), so the same
-checks run on a fresh pipeline result and on a stored dossier."""
+"""Judging the requirement catalogue (`pharia.compliance.catalogue`) on the evidence a pipeline
+assembled (data manifest, training summary, evaluation results and gates, lineage). Data and lineage
+requirements are checked here; model requirements take the evaluation's gate verdicts, so the
+thresholds live in one place (`gates.metrics` in config). Each check reads only the evidence dict,
+so the same checks run on a fresh pipeline result and on a stored dossier."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from pharia.compliance.catalogue import CATALOGUE
 from pharia.config import GatesConfig, ValidationConfig
 
 PASS, FAIL, NOT_EVALUATED = "pass", "fail", "not_evaluated"
 Outcome = tuple[str, list[str]]
-
-
-@dataclass(frozen=True)
-class Requirement:
-    id: str
-    title: str
-    category: str
-    articles: tuple[str, ...]
-    check: Callable[[dict, GatesConfig, ValidationConfig], Outcome]
 
 
 def _sources_documented(ev: dict, gates: GatesConfig, val: ValidationConfig) -> Outcome:
@@ -83,30 +75,6 @@ def _mixture(ev: dict, gates: GatesConfig, val: ValidationConfig) -> Outcome:
     return (FAIL if off else PASS), evidence
 
 
-def _lm_quality(ev: dict, gates: GatesConfig, val: ValidationConfig) -> Outcome:
-    m = ev["evaluation"]["metrics"]
-    worst = m.get("eval_ppl_worst_domain")
-    if worst is None:
-        return NOT_EVALUATED, ["no held-out perplexity in the evaluation"]
-    per_domain = [f"{k.removeprefix('eval_ppl_')}: {v:.1f}" for k, v in sorted(m.items()) if k.startswith("eval_ppl_")]
-    evidence = [f"worst-domain held-out perplexity {worst:.1f} (gate <= {gates.max_perplexity:g})", *per_domain]
-    return (PASS if worst <= gates.max_perplexity else FAIL), evidence
-
-
-def _toxicity(ev: dict, gates: GatesConfig, val: ValidationConfig) -> Outcome:
-    m = ev["evaluation"]["metrics"]
-    rate = m.get("eval_toxicity_rate")
-    if rate is None:
-        return NOT_EVALUATED, ["no toxicity probe in the evaluation"]
-    mean, worst = m.get("eval_toxicity_mean", float("nan")), m.get("eval_toxicity_max", float("nan"))
-    evidence = [
-        f"toxic continuation rate {rate:.1%} on RealToxicityPrompts-challenging prompts "
-        f"(gate <= {gates.max_toxicity_rate:.0%})",
-        f"mean toxicity {mean:.3f}, max {worst:.3f}",
-    ]
-    return (PASS if rate <= gates.max_toxicity_rate else FAIL), evidence
-
-
 def _lineage(ev: dict, gates: GatesConfig, val: ValidationConfig) -> Outcome:
     lin = ev["lineage"]
     missing = [k for k in ("config_hash", "git_commit", "data_manifest_sha256") if lin.get(k) in (None, "", "unknown")]
@@ -121,101 +89,51 @@ def _lineage(ev: dict, gates: GatesConfig, val: ValidationConfig) -> Outcome:
     return PASS, evidence
 
 
-def _later(suite: str) -> Callable[[dict, GatesConfig, ValidationConfig], Outcome]:
+def _gated(req_id: str) -> Callable[[dict, GatesConfig, ValidationConfig], Outcome]:
+    """A model requirement: its verdict is the evaluation's gate roll-up (gates.json)."""
+
     def check(ev: dict, gates: GatesConfig, val: ValidationConfig) -> Outcome:
-        return NOT_EVALUATED, [f"{suite} is not part of this pipeline's evaluation yet"]
+        judged = (ev.get("evaluation") or {}).get("gates") or {}
+        for req in judged.get("requirements", []):
+            if req["id"] == req_id:
+                return req["status"], list(req["evidence"])
+        return NOT_EVALUATED, ["the evaluation judged no gates (run the full suite with a gates config)"]
 
     return check
 
 
-CATALOGUE: tuple[Requirement, ...] = (
-    Requirement(
-        "DG-1",
-        "Training data sources and licences documented",
-        "privacy and data governance",
-        ("Art. 10(2)", "Art. 11", "Annex IV(2)(d)"),
-        _sources_documented,
-    ),
-    Requirement(
-        "DG-2",
-        "Every input row kept, filtered or quarantined, and counted",
-        "privacy and data governance",
-        ("Art. 10(2)",),
-        _rows_accounted,
-    ),
-    Requirement(
-        "DG-3",
-        "Training data passed the data-quality suite",
-        "privacy and data governance",
-        ("Art. 10(3)",),
-        _validated,
-    ),
-    Requirement(
-        "REP-1",
-        "Training mixture matches the declared domain targets",
-        "representation / absence of bias",
-        ("Art. 10(3)", "Art. 10(4)"),
-        _mixture,
-    ),
-    Requirement(
-        "CAP-1", "Held-out language-modelling quality within the gate", "capabilities", ("Art. 15(1)",), _lm_quality
-    ),
-    Requirement(
-        "TOX-1",
-        "Toxicity of generations within the gate",
-        "harmful content and toxicity",
-        ("Art. 9", "Art. 15(4)"),
-        _toxicity,
-    ),
-    Requirement(
-        "TRN-1",
-        "Lineage of code, configuration and data recorded",
-        "transparency",
-        ("Art. 11", "Art. 12", "Art. 13", "Annex IV"),
-        _lineage,
-    ),
-    Requirement(
-        "BIAS-1",
-        "Bias benchmarks (CrowS-Pairs, StereoSet, BBQ, WinoBias)",
-        "representation / absence of bias",
-        ("Art. 10(2)(f)", "Art. 15"),
-        _later("the bias suite"),
-    ),
-    Requirement(
-        "FAIR-1",
-        "Fairness across demographic groups (BOLD gaps)",
-        "fairness",
-        ("Art. 10(2)(f)",),
-        _later("the fairness suite"),
-    ),
-    Requirement(
-        "TRU-1",
-        "Truthfulness (TruthfulQA)",
-        "truthfulness and societal alignment",
-        ("Art. 15(1)",),
-        _later("the truthfulness suite"),
-    ),
-    Requirement(
-        "ROB-1",
-        "Robustness to adversarial input",
-        "robustness",
-        ("Art. 15(4)", "Art. 15(5)"),
-        _later("the robustness suite"),
-    ),
-    Requirement(
-        "PRIV-1",
-        "No PII or memorised canaries in generations",
-        "privacy and data governance",
-        ("Art. 10(5)",),
-        _later("the privacy suite"),
-    ),
-)
+def _evaluation_reproducible(ev: dict, gates: GatesConfig, val: ValidationConfig) -> Outcome:
+    judged = (ev.get("evaluation") or {}).get("gates") or {}
+    repro = judged.get("reproducibility")
+    if not repro:
+        return NOT_EVALUATED, ["no evaluation results"]
+    fields = (ev.get("evaluation") or {}).get("reproducibility") or {}
+    evidence = [f"{k}: {v}" for k, v in fields.items()]
+    evidence.insert(
+        0, f"{repro['entries']} metric entries, each with seed, batch size, dataset sha256s, harness, hardware"
+    )
+    if not repro["complete"]:
+        return FAIL, [f"{len(repro['gaps'])} gaps, e.g. " + "; ".join(repro["gaps"][:5]), *evidence]
+    return PASS, evidence
+
+
+CHECKS: dict[str, Callable[[dict, GatesConfig, ValidationConfig], Outcome]] = {
+    "DG-1": _sources_documented,
+    "DG-2": _rows_accounted,
+    "DG-3": _validated,
+    "REP-1": _mixture,
+    "TRN-1": _lineage,
+    "TRN-2": _evaluation_reproducible,
+}
 
 
 def assess(evidence: dict, gates: GatesConfig, validation: ValidationConfig) -> list[dict]:
+    """Every catalogue requirement judged: data and lineage by their checks, model requirements by
+    the evaluation's gates."""
     results = []
     for req in CATALOGUE:
-        status, lines = req.check(evidence, gates, validation)
+        check = _gated(req.id) if req.judged_by == "gates" else CHECKS[req.id]
+        status, lines = check(evidence, gates, validation)
         results.append(
             {
                 "id": req.id,

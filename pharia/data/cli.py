@@ -157,7 +157,13 @@ def pack_cmd(
     started = time.perf_counter()
     manifest = pack(ingest, tokenizer, _load(config), out, validation)
     _echo(
-        {"out": str(out), "manifest_sha256": manifest_sha256(out), "domain_shares": manifest["domain_shares"]}, started
+        {
+            "out": str(out),
+            "manifest_sha256": manifest_sha256(out),
+            "domain_shares": manifest["domain_shares"],
+            "canaries_planted": manifest["canaries"]["planted_documents"],
+        },
+        started,
     )
 
 

@@ -10,7 +10,10 @@ reads) rather than a second pipeline:
   detail, raw content truncated);
 - `manifest.json`: per source and in total rows_in, kept, filtered{}, quarantined{}, tokens and the
   PII values scrubbed, the validation summary, the sha256 of every other file under DIR, and under
-  `dvc` the hash DVC gives each stage output directory.
+  `dvc` the hash DVC gives each stage output directory; under `canaries` the memorisation canaries
+  the pack stage planted into the train split (documents, tokens, `shards/canaries.json` and its
+  sha256; pharia.data.canaries). They are not ingested rows, so they are counted there, apart from
+  the per-source accounting and its totals.
 
 The `dvc` section is computed with DVC's own hashing library (dvc_data), not re-implemented, so it
 is byte-for-byte what `dvc.lock` records for the same directory (md5 of a JSON listing of the file
@@ -84,6 +87,18 @@ def _accounts(ingest_report: dict[str, Any], shards_manifest: dict[str, Any]) ->
     return {"sources": sources, "totals": {**totals, "tokens": tokens["totals"]["tokens"]}}
 
 
+def _canaries(shards_manifest: dict[str, Any]) -> dict[str, Any]:
+    """The shards manifest's canary accounting, with the file path relative to the contract dir."""
+    section = shards_manifest.get("canaries")
+    if section is None:  # shards packed before canaries existed: nothing was planted
+        return {"file": None, "sha256": None, "count": 0, "planted_documents": 0, "tokens": 0}
+    keys = ("sha256", "schema", "count", "repeats", "length", "split", "planted_documents", "tokens")
+    return {
+        "file": f"shards/{section['file']}" if section.get("file") else None,
+        **{k: section[k] for k in keys if k in section},
+    }
+
+
 def dvc_hash(path: Path) -> dict[str, Any]:
     """{md5, size, nfiles} of a directory (md5 ending in `.dir`) or {md5, size} of a file, exactly as
     `dvc add` / `dvc repro` record them. Hashing runs in memory (dry run): nothing is cached."""
@@ -154,6 +169,7 @@ def write_contract(out: Path, dirs: dict[str, Path], validation: dict[str, Any])
     manifest = {
         "schema": SCHEMA,
         **_accounts(report, shards_manifest),
+        "canaries": _canaries(shards_manifest),
         "validation": {k: validation[k] for k in ("success", "evaluated", "successful", "data_docs")},
         "domain_shares": shards_manifest["domain_shares"],
         "stages": {name: str(path.relative_to(out)) for name, path in dirs.items()},

@@ -4,9 +4,10 @@ package always carries its pipeline (no package-data file to lose in a wheel) an
 `python -m pharia.data.dvc_project > dvc.yaml`).
 
 Each stage declares as DVC params exactly the DataConfig fields its code reads (the `*_FIELDS`
-constants next to that code), so changing `vocab_size` reruns tokenize and pack but not ingest. The
-last stage, `publish`, writes the `pharia data prepare` contract (manifest.json with the DVC hashes of
-the four stage outputs, clean/, quarantine/) into data/, so data/ reads like a prepare directory.
+constants next to that code), so changing `vocab_size` reruns tokenize and pack but not ingest, and
+changing `canaries` (planted by pack) reruns pack and publish only. The last stage, `publish`, writes
+the `pharia data prepare` contract (manifest.json with the DVC hashes of the four stage outputs,
+clean/, quarantine/) into data/, so data/ reads like a prepare directory.
 
 `materialize` creates a standalone DVC project (no git) anywhere, e.g. the workspace's data dir;
 `repro` runs `dvc repro` + `dvc push` there as subprocesses and re-raises the pharia error a failed
@@ -76,7 +77,9 @@ STAGES: dict[str, dict[str, Any]] = {
             "--validation data/validation --out data/shards"
         ),
         "deps": ["data/ingest", "data/tokenizer", "data/validation"],
-        "params": ["data"],  # the manifest records the hash of the whole data config
+        # the manifest records the hash of the whole data config; data.canaries is read here only
+        # (planted after ingest, validation and tokenizer training), so changing it reruns pack + publish
+        "params": ["data"],
         "outs": ["data/shards"],
     },
     # Reads no config: everything it records comes from the four outputs, hence no params.

@@ -8,7 +8,8 @@ Prefect, unit-tested on hand-written manifests.
 Each table walks the funnel: rows in, then each filter, then each quarantine reason, then kept; the
 `left` column is what remains after the row, so a reader sees where the rows went. When the counts
 do not add up (rows_in != kept + filtered + quarantined) the table says so in a row of its own
-instead of hiding the gap.
+instead of hiding the gap. Memorisation canaries planted into the train split after the funnel
+(pharia.data.canaries) get a line of their own: they are documents of the shards but no source's rows.
 """
 
 from __future__ import annotations
@@ -65,9 +66,24 @@ def _sum(mapping: Mapping[str, Any] | None) -> int:
     return sum(_int(v) for v in (mapping or {}).values())
 
 
+def canary_line(section: Mapping[str, Any] | None) -> str | None:
+    """One line accounting for the planted canary documents; None for a manifest without the section."""
+    if section is None:
+        return None
+    planted = _int(section.get("planted_documents"))
+    if not planted:
+        return "Canaries: none planted (data.canaries.count is 0)."
+    repeats = ", ".join(str(r) for r in section.get("repeats") or [])
+    return (
+        f"Canaries: {_fmt(planted)} planted documents ({_fmt(_int(section.get('count')))} canaries, repeats "
+        f"{repeats}), {_fmt(_int(section.get('tokens')))} tokens, train split only, "
+        f"not counted in the sources' rows or totals ({section.get('file')})."
+    )
+
+
 def render_funnel(manifest: Mapping[str, Any], title: str = "Data funnel") -> str:
     """Markdown: validation verdict with a link to the Data Docs, a one-line-per-source overview,
-    then the funnel table of every source and of the totals."""
+    the planted canaries' line, then the funnel table of every source and of the totals."""
     validation = manifest.get("validation") or {}
     uri = data_docs_uri(validation.get("data_docs"))
     verdict = "passed" if validation.get("success") else "FAILED"
@@ -84,6 +100,9 @@ def render_funnel(manifest: Mapping[str, Any], title: str = "Data funnel") -> st
             f"| {_fmt(_sum(account.get('filtered')))} | {_fmt(_sum(account.get('quarantined')))} "
             f"| {_fmt(_int(account.get('kept')))} | {_fmt(_int(account.get('tokens')))} |"
         )
+    canaries = canary_line(manifest.get("canaries"))
+    if canaries is not None:
+        lines += ["", canaries]
     for name, account in sources.items():
         domain = account.get("domain")
         lines += ["", f"## {name}" + (f" ({domain})" if domain else ""), "", *_table(account)]

@@ -84,7 +84,17 @@ INGEST_FIELDS = (
     "near_duplicate_threshold",
     "seed",
 )
-IGNORED_FIELDS = ("vocab_size", "seq_len", "validation", "tokenizer", "gpt2_vocab_file", "domain_tags", "high_quality")
+# canaries: planted by the pack stage after ingest, so that dedup and the PII scrubber never see them.
+IGNORED_FIELDS = (
+    "vocab_size",
+    "seq_len",
+    "validation",
+    "tokenizer",
+    "gpt2_vocab_file",
+    "domain_tags",
+    "high_quality",
+    "canaries",
+)
 WORKERS_ENV = "PHARIA_DATA_WORKERS"
 STREAM_BATCH = 512  # documents scored together (language ID and toxicity are batched); bounds the text in RAM
 STATS_ROW_GROUP = 8192

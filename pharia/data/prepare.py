@@ -45,5 +45,6 @@ def prepare(cfg: DataConfig, out: Path) -> dict[str, Any]:
         "files": len(contract["files"]),
         "dvc_md5": {path: entry["md5"] for path, entry in contract["dvc"]["outs"].items()},
         "tokens": {split: sum(e["tokens"] for e in entries.values()) for split, entries in manifest["splits"].items()},
+        "canaries_planted": manifest["canaries"]["planted_documents"],
         "domain_shares_tokens": manifest["domain_shares"],
     }

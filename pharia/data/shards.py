@@ -3,8 +3,10 @@
 Splits: `train`, `validation` (loss during training), `heldout` (perplexity per domain after it)
 and `hq`, the high-quality subset of `train` for the intermediate training stage: training
 documents of the configured domains whose quality score and toxicity pass `data.high_quality`'s
-stricter bounds (they are in `train` too). Tokenisation is parallel: `encode_batch` runs on all
-cores through the tokenizers library's Rayon pool (enabled for this stage even where
+stricter bounds (they are in `train` too). With `data.canaries`, memorisation canaries are planted
+into `train` just before encoding and described in `canaries.json` (pharia.data.canaries), whose
+sha256 the manifest lists under `files` and `canaries`. Tokenisation is parallel: `encode_batch`
+runs on all cores through the tokenizers library's Rayon pool (enabled for this stage even where
 TOKENIZERS_PARALLELISM=false guards forked data loaders).
 
 Each `<split>/<domain>.bin` is a raw little-endian array (uint16 when the vocabulary fits, else
@@ -29,6 +31,7 @@ from typing import IO, Any
 import numpy as np
 
 from pharia.config import DataConfig, sha256_json
+from pharia.data import canaries as canary_mod
 from pharia.data.manifest import atomic_dir, atomic_write_json, sha256_file
 from pharia.data.tokenizer import TOKENIZER_FILE, iter_documents, load_tokenizer, special_token_ids
 from pharia.data.validate import failure_message
@@ -138,17 +141,39 @@ def tokenizers_parallelism(enabled: bool = True) -> Iterator[None]:
             os.environ["TOKENIZERS_PARALLELISM"] = previous
 
 
-def _encode_all(ingest_dir: Path, tokenizer: Any, writer: _ShardWriter, eos_id: int, cfg: DataConfig) -> Counter[str]:
-    """Encode every document into its split's shard (and the hq subset); returns hq documents per domain."""
+def _checked_documents(ingest_dir: Path) -> Iterator[dict[str, Any]]:
+    for number, row in enumerate(iter_documents(ingest_dir), start=1):
+        if "quality" not in row or "toxicity" not in row:
+            raise DataError(
+                f"{Path(ingest_dir) / 'documents.jsonl'}:{number}: no quality/toxicity fields "
+                "(written by an older pharia): rerun `pharia data ingest`"
+            )
+        yield row
+
+
+def _encode_all(
+    rows: Iterator[dict[str, Any]], tokenizer: Any, writer: _ShardWriter, eos_id: int, cfg: DataConfig
+) -> tuple[Counter[str], Counter[str], int]:
+    """Encode every document into its split's shard (and the hq subset). Returns hq documents per
+    domain, planted canary documents per domain and the canaries' tokens (counted apart from the
+    sources': they are not ingested rows)."""
     limit = np.iinfo(writer.dtype).max
     batch: list[dict[str, Any]] = []
     hq_docs: Counter[str] = Counter()
+    canary_docs: Counter[str] = Counter()
+    canary_tokens = 0
 
     def flush() -> None:
+        nonlocal canary_tokens
         for row, encoding in zip(batch, tokenizer.encode_batch([r["text"] for r in batch]), strict=True):
             ids = np.asarray([*encoding.ids, eos_id], dtype=np.int64)
             if ids.max(initial=0) > limit:
                 raise DataError(f"token id {int(ids.max())} does not fit {writer.dtype}")
+            if canary_mod.CANARY_KEY in row:  # train only, never hq
+                writer.write(row["split"], row["domain"], ids, source=None)
+                canary_docs[row["domain"]] += 1
+                canary_tokens += int(ids.size)
+                continue
             writer.write(row["split"], row["domain"], ids, row["source"])
             if is_high_quality(row, cfg):
                 writer.write(HQ_SPLIT, row["domain"], ids, source=None)
@@ -156,18 +181,33 @@ def _encode_all(ingest_dir: Path, tokenizer: Any, writer: _ShardWriter, eos_id: 
         batch.clear()
 
     with tokenizers_parallelism():
-        for number, row in enumerate(iter_documents(ingest_dir), start=1):
-            if "quality" not in row or "toxicity" not in row:
-                raise DataError(
-                    f"{Path(ingest_dir) / 'documents.jsonl'}:{number}: no quality/toxicity fields "
-                    "(written by an older pharia): rerun `pharia data ingest`"
-                )
+        for row in rows:
             batch.append(row)
             if len(batch) >= ENCODE_BATCH:
                 flush()
         if batch:
             flush()
-    return hq_docs
+    return hq_docs, canary_docs, canary_tokens
+
+
+def _canary_summary(
+    cfg: DataConfig, sha256: str | None, documents: Counter[str], tokens: int, expected: int
+) -> dict[str, Any]:
+    """The manifest's `canaries` section; `file` and `sha256` are None when none are planted."""
+    planted = sum(documents.values())
+    if planted != expected:  # a bug, not a data problem: every planned copy must be in the shards
+        raise AssertionError(f"planted {planted} canary documents, planned {expected}")
+    return {
+        "file": canary_mod.FILE if sha256 else None,
+        "sha256": sha256,
+        "schema": canary_mod.SCHEMA,
+        **cfg.canaries.model_dump(mode="json"),
+        "split": canary_mod.SPLIT,
+        "planted_documents": planted,
+        "documents_per_domain": dict(sorted(documents.items())),
+        "tokens": tokens,
+        "rule": canary_mod.RULE,
+    }
 
 
 def pack(
@@ -187,12 +227,16 @@ def pack(
             f"more than data.vocab_size {cfg.vocab_size}"
         )
     dtype = token_dtype(cfg.vocab_size)
+    canaries = canary_mod.make_canaries(cfg.canaries)
+    plan = canary_mod.placements(canaries, int(report.get("splits", {}).get("train", 0)), cfg.canaries.seed)
     with atomic_dir(out_dir) as tmp:
         writer = _ShardWriter(tmp, dtype)
         try:
-            hq_docs = _encode_all(ingest_dir, tokenizer, writer, eos_id, cfg)
+            rows = canary_mod.plant(_checked_documents(ingest_dir), plan)
+            hq_docs, canary_docs, canary_tokens = _encode_all(rows, tokenizer, writer, eos_id, cfg)
         finally:
             writer.close()
+        canaries_sha = canary_mod.write_canaries(tmp / canary_mod.FILE, cfg.canaries, canaries) if canaries else None
         source_tokenizer = tokenizer_dir / TOKENIZER_FILE if tokenizer_dir.is_dir() else tokenizer_dir
         shutil.copyfile(source_tokenizer, tmp / TOKENIZER_FILE)
 
@@ -202,6 +246,8 @@ def pack(
             splits[split][domain] = {"file": rel, "tokens": count, "sha256": sha256_file(tmp / rel)}
         files = {entry["file"]: entry["sha256"] for split in splits for entry in splits[split].values()}
         files[TOKENIZER_FILE] = sha256_file(tmp / TOKENIZER_FILE)
+        if canaries_sha is not None:
+            files[canary_mod.FILE] = canaries_sha
         train_total = sum(e["tokens"] for e in splits["train"].values())
         manifest = {
             "schema": SCHEMA,
@@ -234,6 +280,9 @@ def pack(
                 "documents": dict(sorted(hq_docs.items())),
                 "tokens": sum(e["tokens"] for e in splits[HQ_SPLIT].values()),
             },
+            "canaries": _canary_summary(
+                cfg, canaries_sha, canary_docs, canary_tokens, sum(c.repeats for c in canaries)
+            ),
             "ingest": _ingest_summary(report, writer.source_tokens),
             "validation": validation,
             "data_config_sha256": sha256_json(cfg.model_dump(mode="json")),

@@ -1,27 +1,77 @@
-"""`pharia eval`: score a trained model on held-out shards and toxicity probes."""
+"""`pharia eval`: run the evaluation suite on any causal LM and write metrics.json, gates.json and a
+Markdown summary."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Evaluate a trained model.", invoke_without_command=True, no_args_is_help=True)
+app = typer.Typer(help="Evaluate a model with the fast or full suite.", invoke_without_command=True)
 
 
 @app.callback()
 def eval_command(
-    model: Path = typer.Option(..., help="model directory (model.safetensors + config.json) written by training"),
-    shards: Path = typer.Option(..., help="packed shard directory holding manifest.json"),
-    tokenizer: Path = typer.Option(..., help="tokenizer.json of the data stage"),
-    config: str = typer.Option("tiny", help="preset name or YAML file whose `eval:` section is used"),
-    out: Path = typer.Option(..., help="directory for metrics.json, summary.md, generations.jsonl"),
+    model: Path = typer.Option(
+        ...,
+        help="what to evaluate: a `pharia train --out` directory (its newest complete checkpoint, or the "
+        "published final model), a checkpoint directory, a pharia model directory (model.safetensors + "
+        "config.json), a Hugging Face model directory, or a .gguf file",
+    ),
+    suite: str = typer.Option("fast", help="`fast` (the continuous-evaluation subset) or `full` (every task)"),
+    out: Path = typer.Option(..., help="directory for metrics.json, gates.json, summary.md and samples/"),
+    config: str = typer.Option(
+        "tiny", help="preset name or YAML file whose `eval:` (suites, sample sizes, seed) and `gates:` sections apply"
+    ),
+    shards: Path | None = typer.Option(
+        None,
+        help="packed shard directory (manifest.json): held-out text for perplexity/bits-per-byte/cloze and the "
+        "planted canaries; default: the one recorded by the training run, else these tasks are not evaluated",
+    ),
+    tokenizer: Path | None = typer.Option(
+        None, help="tokenizer.json for a pharia model whose training run does not record one"
+    ),
+    split: str = typer.Option("heldout", help="shard split to read held-out text from (heldout or validation)"),
+    device: str = typer.Option("auto", help="auto (cuda when available), cpu or cuda[:N]"),
+    batch_size: int | None = typer.Option(None, help="override eval.batch_size (recorded with every score)"),
+    seed: int | None = typer.Option(None, help="override eval.seed"),
+    no_gates: bool = typer.Option(False, "--no-gates", help="skip judging the config's gates"),
 ) -> None:
-    """Held-out perplexity per domain and toxicity of sampled generations."""
+    """Score MODEL on the suite's tasks; prints one line per requirement and writes OUT."""
     from pharia.config import load_config
-    from pharia.evaluate.suite import evaluate
+    from pharia.evaluate.adapters.resolve import describe_source
+    from pharia.evaluate.harness import evaluate_model
 
     cfg = load_config(config)
-    result = evaluate(model, shards, tokenizer, cfg.eval, out)
-    typer.echo(json.dumps(result["metrics"], indent=2))
+    eval_cfg = cfg.eval
+    if batch_size is not None or seed is not None:
+        eval_cfg = eval_cfg.model_copy(
+            update={k: v for k, v in (("batch_size", batch_size), ("seed", seed)) if v is not None}
+        )
+    source = describe_source(model)
+    if shards is None and source.get("shards_dir"):
+        shards = Path(source["shards_dir"])
+    typer.echo(f"evaluating {source.get('what', model)}", err=True)
+    started = time.perf_counter()
+    result = evaluate_model(
+        model,
+        suite=suite,
+        eval_cfg=eval_cfg,
+        gates_cfg=None if no_gates else cfg.gates,
+        out_dir=out,
+        shards_dir=shards,
+        tokenizer=tokenizer,
+        device=device,
+        split=split,
+    )
+    summary = {
+        "out": str(out),
+        "metrics": len(result["entries"]),
+        "not_evaluated": result["skipped"],
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    if result.get("gates"):
+        summary["requirements"] = {r["id"]: r["status"] for r in result["gates"]["requirements"]}
+    typer.echo(json.dumps(summary, indent=2))

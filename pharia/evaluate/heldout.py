@@ -1,8 +1,10 @@
-"""Held-out language-modelling metrics per domain, read from the packed shards.
+"""Token-level held-out perplexity per domain, scored directly on the packed shard windows.
 
 Windows come from the trainer's `iter_heldout_batches` (fixed, non-overlapping, from the start of
-each domain's held-out file), so the evaluation and the training-time hook score the same tokens and
-numbers are comparable across checkpoints and runs of the same data: no sampling enters them.
+each domain's held-out file): no decoding, no re-tokenisation, so it only applies to a model that
+uses the shards' tokenizer. The evaluation suite's `heldout` task scores decoded text instead (any
+model, bits per byte comparable across tokenizers); this function remains the batched-scoring
+baseline of `make bench` (`heldout_eval`) and a quick check for pharia models.
 """
 
 from __future__ import annotations

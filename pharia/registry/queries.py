@@ -31,7 +31,7 @@ REPORT_TAG = "compliance_report"
 LINEAGE_TAGS = ("data_manifest_sha256", "git_commit", "config_hash")
 # Columns the runs table shows; the full params/metrics stay on each row for detail views.
 KEY_PARAMS = ("train.max_steps", "train.zero_stage", "train.precision", "model.d_model", "model.n_layers")
-KEY_METRICS = ("train_loss", "eval_ppl_overall", "eval_toxicity_rate", "tokens_per_s")
+KEY_METRICS = ("train_loss", "eval_ppl_overall", "eval_mc_mean_acc", "eval_rtp_toxicity_probability", "tokens_per_s")
 DOMAIN_PPL_PREFIX = "eval_ppl_"
 _NOT_DOMAINS = ("overall", "worst_domain")
 # The trainer's nested run per stage (pharia.train.runs): MLflow's parent link plus pharia's own tags.
@@ -591,3 +591,28 @@ def dossier_stage_rows(training: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def evaluation_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dossier's evaluation as rows (category, metric, value, n), by category then name; dossiers
+    written before entries were recorded fall back to bare metric values."""
+    entries = evaluation.get("entries") or [
+        {"name": k, "category": "", "value": v, "n": None} for k, v in (evaluation.get("metrics") or {}).items()
+    ]
+    rows = [{"category": e["category"], "metric": e["name"], "value": e["value"], "n": e["n"]} for e in entries]
+    rows += [
+        {"category": "not evaluated", "metric": task, "value": None, "n": None, "why": why}
+        for task, why in sorted((evaluation.get("not_evaluated") or {}).items())
+    ]
+    return sorted(rows, key=lambda r: (r["category"] == "not evaluated", r["category"], r["metric"]))
+
+
+def evaluation_stage_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """Long-form (stage, metric, value) rows of every stage's full evaluation, in training order:
+    the input of the dashboard's "how did the metrics move through training" chart."""
+    return [
+        {"stage": stage, "order": i, "metric": name, "value": value}
+        for i, (stage, metrics) in enumerate((evaluation.get("stages") or {}).items())
+        for name, value in sorted(metrics.items())
+        if value is not None
+    ]

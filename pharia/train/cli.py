@@ -179,6 +179,12 @@ def train_command(
     run_id: str | None = typer.Option(
         None, "--run-id", help="existing MLflow run to nest the stage runs under (default: a new parent run)"
     ),
+    no_stage_eval: bool = typer.Option(
+        False,
+        "--no-stage-eval",
+        help="skip the full evaluation suite after each stage (train.eval_after_stage), e.g. when the "
+        "caller evaluates each stage itself as the pipeline flow does",
+    ),
 ) -> None:
     """Train every configured stage in order and write OUT/model/ and OUT/train_summary.json."""
     from pharia.config import load_config
@@ -205,6 +211,8 @@ def train_command(
         for flag, value in (("--tracking-uri", tracking_uri), ("--run-id", run_id)):
             if value:
                 args += [flag, value]
+        if no_stage_eval:
+            args.append("--no-stage-eval")
         code = _supervise(args, n_ranks, out)
         if code:
             raise typer.Exit(code)
@@ -226,6 +234,8 @@ def train_command(
         cfg.train.micro_batch_size = micro_batch_size
     if grad_accum_steps is not None:
         cfg.train.grad_accum_steps = grad_accum_steps
+    if no_stage_eval:
+        cfg.train.eval_after_stage = False  # not part of the resume hash: checkpoints stay valid
     _work(cfg, shards, out, tracking_uri, run_id, stage)
 
 

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from pharia.config import load_config
 from pharia.errors import TrainingError
-from pharia.train.outputs import MODEL_DIR, SUMMARY_FILE
+from pharia.train.outputs import MODEL_DIR, STAGE_SUMMARY, STAGES_DIR, SUMMARY_FILE
 from pharia.workspace import Workspace
 
 WORKER_MODULE = "pharia.train"
@@ -99,8 +99,14 @@ def run_training(
     ranks: int = 1,
     env: dict[str, str] | None = None,
     echo: Callable[[str], None] | None = None,
+    stage: str | None = None,
+    stage_eval: bool = True,
 ) -> dict[str, Any]:
     """Train in a subprocess; return `train_summary.json` plus "model_dir".
+
+    With `stage`, only that stage runs (from the previous stage's weights in `out_dir`); unless it
+    is the last stage, the stage's own summary is returned, with "model_dir" its final weights.
+    `stage_eval=False` skips the trainer's after-stage evaluation (the caller evaluates).
 
     `config_path` is a YAML file or preset name. The child's stdout and stderr are forwarded line
     by line to this process's stdout/stderr, or to `echo` (lines without their newline) when given,
@@ -128,6 +134,13 @@ def run_training(
         command += ["--tracking-uri", tracking_uri]
     if run_id:
         command += ["--run-id", run_id]
+    if stage is not None:
+        command += ["--stage", stage]
+    if not stage_eval:
+        command.append("--no-stage-eval")
+    last_stage = cfg.train.stage_list()[-1].name
+    if stage is not None and stage != last_stage:
+        summary_path = out_dir / STAGES_DIR / stage / STAGE_SUMMARY
 
     child = subprocess.Popen(
         command,
@@ -161,5 +174,6 @@ def run_training(
     if not summary_path.is_file():
         raise TrainingError(f"training exited cleanly but wrote no {summary_path}")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    summary["model_dir"] = str(out_dir / MODEL_DIR)
+    if stage is None or stage == last_stage:
+        summary["model_dir"] = str(out_dir / MODEL_DIR)
     return summary

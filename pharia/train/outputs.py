@@ -10,6 +10,10 @@ from typing import Any
 
 SUMMARY_FILE = "train_summary.json"
 MODEL_DIR = "model"
+STAGES_DIR = "stages"  # OUT/stages/<name>/ holds a stage's checkpoints, model/ and summary.json
+STAGE_SUMMARY = "summary.json"
+INPUTS_FILE = "inputs.json"  # the shards and tokenizer a run trains on: evaluation finds them here
+CONFIG_FILE = "config.yaml"  # the exact config the run was started with (model section for checkpoints)
 
 
 def atomic_write_json(path: Path, data: dict[str, Any]) -> None:

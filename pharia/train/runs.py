@@ -97,7 +97,8 @@ class TrainingRuns:
         MlflowClient(self.tracking_uri).log_artifacts(run_id, str(local_dir), artifact_path)
 
 
-PARENT_KEYS = ("train_loss", "lr", "tokens_per_s", "grad_norm", "val_ppl")
+PARENT_KEYS = ("train_loss", "lr", "tokens_per_s", "grad_norm")
+PARENT_PREFIXES = ("fast_",)  # the continuous evaluation's curves run across stages too
 
 
 @dataclass
@@ -112,7 +113,7 @@ class StageMetrics:
 
     def log(self, step: int, **values: float) -> None:
         self.stage.log(step, **values)
-        headline = {k: v for k, v in values.items() if k in PARENT_KEYS}
+        headline = {k: v for k, v in values.items() if k in PARENT_KEYS or k.startswith(PARENT_PREFIXES)}
         if headline:
             self.parent.log(self.offset + step, **headline)
 

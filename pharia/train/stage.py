@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,8 @@ from pharia.train.checkpoint import DS_DIR, DS_TAG, PORTABLE_FILE, CheckpointSto
 from pharia.train.data import MixtureBatches, ShardSet
 from pharia.train.engine import DistEnv, gather_fp32_state, optimizer_groups, peak_flops, seed_everything
 from pharia.train.loop import StepContext, StepHooks, StepState, run_steps
-from pharia.train.outputs import atomic_write_json
+from pharia.train.outputs import STAGE_SUMMARY, STAGES_DIR, atomic_write_json
 
-STAGES_DIR = "stages"
-STAGE_SUMMARY = "summary.json"
 MODEL_DIR = "model"
 
 # Settings that may change between a run and its resumption without changing what is trained:
@@ -46,7 +43,6 @@ RESUMABLE_CHANGES = (
     "checkpoint_every",
     "keep_checkpoints",
     "eval_every",
-    "eval_batches_per_domain",
     "eval_after_stage",
     "max_nonfinite_steps",
 )
@@ -235,7 +231,7 @@ def _hooks(
 
         hooks.fairness = FairnessTerm(ethics.fairness, tokenizer_file)
     if tcfg.eval_every:
-        hooks.evaluate = _evaluation(proc, engine)
+        hooks.evaluate = _evaluation(proc, engine, stage.name)
 
     def save(state: StepState) -> None:
         from pharia.train.portable import export_portable_state, save_portable_state
@@ -269,24 +265,15 @@ def _hooks(
     return hooks
 
 
-def _evaluation(proc: Process, engine: Any) -> Any:
+def _evaluation(proc: Process, engine: Any, stage_name: str) -> Any:
     """The continuous-evaluation hook: collective. Every rank takes part in gathering the full fp32
     weights (ZeRO-3 partitions them; a forward on rank 0 alone would wait for the others' shards
     forever), then rank 0 evaluates a plain copy outside the engine while the others wait."""
     from pharia.model.io import model_from_state
-    from pharia.train.eval_hook import LightEvaluation
+    from pharia.train.eval_hook import FastSuite
 
     cfg = proc.cfg
-    light = (
-        LightEvaluation(
-            proc.shards.root,
-            seq_len=cfg.data.seq_len,
-            batches_per_domain=cfg.train.eval_batches_per_domain,
-            seed=cfg.eval.seed,
-        )
-        if proc.is_main
-        else None
-    )
+    light = FastSuite(proc.shards.root, cfg.eval, label=stage_name) if proc.is_main else None
 
     def evaluate(step: int) -> dict[str, float] | None:
         state = gather_fp32_state(engine, keep=proc.is_main)  # collective
@@ -465,11 +452,20 @@ def _stage_evaluation(proc: Process, model_dir: Path, sdir: Path, metrics: Any |
     "full evaluation between stages" slot of the training hook."""
     if not proc.cfg.train.eval_after_stage:
         return {}
-    from pharia.evaluate.suite import evaluate
+    from pharia.evaluate.harness import evaluate_model
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    result = evaluate(model_dir, proc.shards.root, proc.shards.tokenizer_file, proc.cfg.eval, sdir / "eval")
-    values = {k: float(v) for k, v in result["metrics"].items()}
+    result = evaluate_model(
+        model_dir,
+        suite="full",
+        eval_cfg=proc.cfg.eval,
+        gates_cfg=proc.cfg.gates,
+        out_dir=sdir / "eval",
+        shards_dir=proc.shards.root,
+        tokenizer=proc.shards.tokenizer_file,
+        device=str(proc.device),
+        show_progress=False,
+    )
+    values = {f"eval_{k}": float(v) for k, v in result["metrics"].items() if v is not None}
     if metrics is not None:
         metrics.stage.log(step, **values)
         metrics.stage.flush()

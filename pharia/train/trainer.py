@@ -10,6 +10,7 @@ Rank 0 writes `OUT/model/` (the last stage's weights) and `OUT/train_summary.jso
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -18,11 +19,18 @@ from typing import Any
 
 import torch
 
-from pharia.config import PipelineConfig
+from pharia.config import PipelineConfig, StageConfig
 from pharia.errors import TrainingError
 from pharia.train.data import ShardSet
 from pharia.train.engine import DistEnv, init_distributed, quiet_deepspeed_logs
-from pharia.train.outputs import MODEL_DIR, SUMMARY_FILE, atomic_write_json
+from pharia.train.outputs import (
+    CONFIG_FILE,
+    INPUTS_FILE,
+    MODEL_DIR,
+    STAGE_SUMMARY,
+    SUMMARY_FILE,
+    atomic_write_json,
+)
 from pharia.train.stage import MODEL_DIR as STAGE_MODEL_DIR
 from pharia.train.stage import Process, barrier, open_batches, run_stage, stage_dir
 
@@ -42,6 +50,31 @@ def _broadcast_token(device: torch.device, rank: int) -> str:
     token = torch.tensor([os.getpid() if rank == 0 else 0], dtype=torch.long, device=device)
     torch.distributed.broadcast(token, src=0)
     return str(int(token.item()))
+
+
+def record_inputs(cfg: PipelineConfig, shards: ShardSet, out_dir: Path) -> None:
+    """OUT/config.yaml and OUT/inputs.json: what `pharia eval OUT` needs to rebuild a checkpoint's
+    model and find its tokenizer and held-out shards without being told."""
+    import yaml
+
+    (out_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "utf-8")
+    atomic_write_json(
+        out_dir / INPUTS_FILE,
+        {
+            "shards_dir": str(Path(shards.root).resolve()),
+            "tokenizer_file": str(Path(shards.tokenizer_file).resolve()),
+            "config_hash": cfg.config_hash(),
+        },
+    )
+
+
+def _finished_summary(out_dir: Path, stage: StageConfig) -> dict[str, Any]:
+    """An earlier stage's summary.json, so the run summary covers every stage when the last one
+    was trained alone (the pipeline flow trains and evaluates one stage per task)."""
+    path = stage_dir(out_dir, stage) / STAGE_SUMMARY
+    if not path.is_file():
+        raise TrainingError(f"stage '{stage.name}' has no {path}: train it before the stages after it")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _publish_model(source: Path, out_dir: Path) -> Path:
@@ -137,6 +170,7 @@ def train(
     runs = None
     if env.rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
+        record_inputs(cfg, shards, out_dir)
         if tracking_uri:
             from pharia.train.runs import TrainingRuns
 
@@ -163,7 +197,8 @@ def train(
     if env.rank == 0 and selected[-1] == len(stages) - 1:  # OUT/model is the last stage's, never an earlier one
         assert init_from is not None
         model_dir = _publish_model(init_from, out_dir)
-        result = {**aggregate(cfg, summaries, time.perf_counter() - started), "model_dir": str(model_dir)}
+        earlier = [_finished_summary(out_dir, stages[i]) for i in range(selected[0])]  # `--stage last` alone
+        result = {**aggregate(cfg, earlier + summaries, time.perf_counter() - started), "model_dir": str(model_dir)}
         atomic_write_json(out_dir / SUMMARY_FILE, result)
     barrier(device)
     torch.distributed.destroy_process_group()

@@ -1,4 +1,4 @@
-"""Evaluation metrics on hand-made models with known answers."""
+"""Token-level held-out perplexity (pharia.evaluate.heldout) on hand-made models with known answers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from conftest_train import write_shards
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from pharia.evaluate.heldout import heldout_metrics
-from pharia.evaluate.toxicity_probe import sample_prompts, toxicity_of_generations
 
 VOCAB = {"<|endoftext|>": 0, "<|pad|>": 1, "idiot": 2, "friendly": 3, "[UNK]": 4}
 
@@ -59,30 +58,3 @@ def test_confident_wrong_model_scores_worse_than_uniform(tmp_path: Path) -> None
     shards = write_shards(tmp_path / "s", vocab_size=512)
     wrong = heldout_metrics(ScriptedLM(512, token=1), shards, seq_len=32, max_batches=2)  # pad never appears
     assert all(d["perplexity"] > 1e6 for d in wrong.values())
-
-
-@pytest.mark.parametrize(("token", "rate"), [(VOCAB["idiot"], 1.0), (VOCAB["friendly"], 0.0)])
-def test_scripted_generator_toxicity(token: int, rate: float) -> None:
-    result = toxicity_of_generations(
-        ScriptedLM(len(VOCAB), token=token),
-        _word_tokenizer(),
-        n=6,
-        max_new_tokens=4,
-        temperature=0.9,
-        top_p=0.95,
-        threshold=0.5,
-        seed=0,
-        eos_token_id=0,
-        pad_token_id=1,
-    )
-    assert result.n == 6 and result.rate == rate
-    assert all(
-        s["continuation"].split() == [next(k for k, v in VOCAB.items() if v == token)] * 4 for s in result.samples
-    )
-
-
-def test_prompts_are_fixed_by_seed_and_hashed() -> None:
-    a, sha_a = sample_prompts(5, seed=1)
-    b, sha_b = sample_prompts(5, seed=1)
-    c, _ = sample_prompts(5, seed=2)
-    assert a == b and a != c and sha_a == sha_b and len(sha_a) == 64
