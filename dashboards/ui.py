@@ -21,9 +21,19 @@ DEMO_HINT = (
     "deployment from the Prefect UI (`make up`)."
 )
 # Plain words plus colour, not emoji: headless browsers and many Linux desktops lack an emoji font.
-STATUS_LABEL = {"pass": "pass", "fail": "fail", "not_evaluated": "not evaluated"}
-STATUS_MARKDOWN = {"pass": ":green[pass]", "fail": ":red[**fail**]", "not_evaluated": ":gray[not evaluated]"}
-STATUS_STYLE = {"pass": "color: #1a7f37", "fail": "color: #cf222e; font-weight: 600", "not evaluated": "color: #6e7781"}
+STATUS_LABEL = {"pass": "pass", "fail": "fail", "not_evaluated": "not evaluated", "incomplete": "incomplete"}
+STATUS_MARKDOWN = {
+    "pass": ":green[pass]",
+    "fail": ":red[**fail**]",
+    "not_evaluated": ":gray[not evaluated]",
+    "incomplete": ":orange[**incomplete**]",
+}
+STATUS_STYLE = {
+    "pass": "color: #1a7f37",
+    "fail": "color: #cf222e; font-weight: 600",
+    "not evaluated": "color: #6e7781",
+    "incomplete": "color: #9a6700; font-weight: 600",
+}
 
 
 def tracking_uri() -> str:

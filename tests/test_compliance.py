@@ -104,9 +104,15 @@ def test_metric_gates(metric: str, value: float, rid: str) -> None:
     assert any(metric in line and "fail" in line for line in evidence)
 
 
-def test_a_gated_metric_that_was_not_computed_leaves_its_requirement_not_evaluated() -> None:
+def test_a_gated_metric_that_was_not_computed_leaves_the_dossier_incomplete() -> None:
     report = _report(evaluation=evaluation_of({"ppl_worst_domain": 120.0}))
     assert _status(report, "TOX-1") == "not_evaluated" and _status(report, "CAP-1") == "pass"
+    assert report["verdict"] == "incomplete"  # a gate was configured for TOX-1 but never judged
+
+
+def test_no_evaluation_at_all_is_not_a_reproducible_one() -> None:
+    report = _report(evaluation=evaluation_of({}))
+    assert _status(report, "TRN-2") == "not_evaluated" and report["verdict"] == "incomplete"
 
 
 def test_scores_without_reproducibility_fields_fail_transparency() -> None:

@@ -389,6 +389,28 @@ def test_resolve_finished_run_uses_the_published_model(tmp_path: Path, pharia_mo
         describe_source(out)
 
 
+def test_the_inputs_a_run_recorded_are_found_from_the_output_and_its_published_model(
+    tmp_path: Path, pharia_model_dir: Path
+) -> None:
+    import json
+    import shutil
+
+    from pharia.evaluate.adapters.resolve import describe_source
+
+    out = tmp_path / "out"
+    shutil.copytree(pharia_model_dir / "model", out / "model")
+    (out / "train_summary.json").write_text("{}", encoding="utf-8")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "manifest.json").write_text("{}", encoding="utf-8")
+    tokenizer = pharia_model_dir / "tokenizer.json"
+    recorded = {"shards_dir": str(shards), "tokenizer_file": str(tokenizer)}
+    (out / "inputs.json").write_text(json.dumps(recorded), encoding="utf-8")  # what trainer.record_inputs writes
+    for path in (out, out / "model"):
+        source = describe_source(path)
+        assert source["tokenizer"] == str(tokenizer) and source["shards_dir"] == str(shards), path
+
+
 def test_resolve_hf_directory_and_errors(tmp_path: Path, hf_model_dir: Path) -> None:
     from pharia.evaluate.adapters.resolve import describe_source, load_eval_lm
 

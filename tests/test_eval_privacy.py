@@ -74,6 +74,7 @@ def values(output) -> dict[str, float]:
 
 
 SECRETS = {c["prefix"]: c["secret"] for c in canary_doc()["canaries"]}
+PROMPTS = {prefix.rstrip(): prefix for prefix in SECRETS}  # generation prompts stop before the space
 
 
 def memoriser(only: Callable[[str], bool] = lambda prefix: True) -> ScriptedLM:
@@ -83,7 +84,11 @@ def memoriser(only: Callable[[str], bool] = lambda prefix: True) -> ScriptedLM:
     def score(prefix: str, candidate: str) -> float:
         return 0.0 if not only(prefix) or candidate == SECRETS[prefix] else -10.0
 
-    return ScriptedLM(lambda p, s: SECRETS[p] + "." if only(p) else "I do not know.", score)
+    def reply(prompt: str, sampling: Sampling) -> str:  # as byte-level BPE decodes " 493027": space included
+        prefix = PROMPTS[prompt]
+        return " " + SECRETS[prefix] + "." if only(prefix) else " I do not know."
+
+    return ScriptedLM(reply, score)
 
 
 # --- PII generation -------------------------------------------------------------------------------------------
@@ -265,3 +270,24 @@ def test_extrapolated_exposure_goes_beyond_the_rank_cap() -> None:
     far = extrapolated_exposure(-20.0 + 2.0 * 5.0, scores, 10**6)
     assert far is not None and math.log2(1001) < far <= math.log2(10**6)
     assert extrapolated_exposure(0.0, [1.0] * 10, 10**6) is None
+
+
+def test_extraction_allows_the_prefix_space_back_but_needs_the_whole_secret() -> None:
+    from pharia.evaluate.tasks.gen_exposure import parse_canaries
+    from pharia.evaluate.tasks.privacy import extracted_verbatim
+
+    canary = parse_canaries(canary_doc()).canaries[0]  # prefix "... is ", secret 493027
+    assert extracted_verbatim(canary, " 493027.") and extracted_verbatim(canary, "493027")
+    assert not extracted_verbatim(canary, " 49302.") and not extracted_verbatim(canary, " the code 493027")
+
+
+def test_candidates_for_secrets_longer_than_a_machine_integer() -> None:
+    from pharia.evaluate.tasks.gen_exposure import candidates, parse_canaries
+
+    doc = canary_doc(length=6)
+    doc["length"] = 24
+    doc["canaries"] = [{**doc["canaries"][0], "secret": "493027118640905512377219"}]
+    canary = parse_canaries(doc).canaries[0]
+    drawn = candidates(canary, "0123456789", 24, 50, seed=3)
+    assert len(set(drawn)) == 50 and canary.secret not in drawn and all(len(c) == 24 for c in drawn)
+    assert drawn == candidates(canary, "0123456789", 24, 50, seed=3)

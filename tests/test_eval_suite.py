@@ -155,3 +155,27 @@ def test_metric_names_are_unique_and_documented() -> None:
     assert len(specs) >= 50
     assert {s.category for s in specs.values()} == set(CATEGORIES)
     assert DOC.read_text(encoding="utf-8") == render(), "run `python -m pharia.evaluate.docs`"
+
+
+class BrokenRollingLM(HashLM):
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[Scored]:
+        raise RuntimeError("CUDA error: device-side assert")
+
+
+def test_a_failing_task_is_recorded_and_the_others_still_run() -> None:
+    result = run_suite(
+        BrokenRollingLM(), "full", small_config(), inputs(), tasks=["piqa", "crows_pairs"], show_progress=False
+    )
+    assert result["failed"] == {"crows_pairs": "RuntimeError: CUDA error: device-side assert"}
+    assert result["skipped"]["crows_pairs"].startswith("failed: ")
+    assert "piqa_acc" in result["metrics"] and "crows_stereotype_score" not in result["metrics"]
+
+
+def test_the_suite_leaves_the_callers_random_state_alone() -> None:
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    run_suite(HashLM(), "full", small_config(), inputs(), tasks=["piqa"], show_progress=False)
+    assert torch.equal(torch.rand(3), expected)  # e.g. dropout masks of the training rank that evaluated

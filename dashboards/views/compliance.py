@@ -50,6 +50,11 @@ if report.verdict == "pass":
         f"**Verdict: PASS** · {name} v{version} meets every evaluated requirement ({summary}).",
         icon=":material/verified:",
     )
+elif report.verdict == "incomplete":
+    st.warning(
+        f"**Verdict: INCOMPLETE** · {name} v{version}: a requirement with gates was not evaluated ({summary}).",
+        icon=":material/pending:",
+    )
 else:
     st.error(f"**Verdict: {report.verdict.upper()}** · {name} v{version} ({summary}).", icon=":material/gpp_bad:")
 

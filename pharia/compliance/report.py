@@ -79,6 +79,21 @@ def data_evidence(cfg: PipelineConfig, shards_manifest: dict) -> dict:
     }
 
 
+INCOMPLETE = "incomplete"
+
+
+def verdict_of(requirements: list[dict], gates: dict | None) -> str:
+    """fail when any requirement fails; incomplete when a requirement that has gates configured was
+    not evaluated (a metric missing from the suite never counts as met); pass otherwise.
+    Requirements no gate names stay "not evaluated" in the table without blocking the verdict."""
+    if any(r["status"] == FAIL for r in requirements):
+        return FAIL
+    gated = {r["id"] for r in (gates or {}).get("requirements", []) if r.get("gates")}
+    if any(r["id"] in gated and r["status"] == NOT_EVALUATED for r in requirements):
+        return INCOMPLETE
+    return PASS
+
+
 def build_report(
     cfg: PipelineConfig,
     *,
@@ -113,7 +128,7 @@ def build_report(
         "summary": counts,
         "coverage": f"{counts[PASS] + counts[FAIL]} of {len(requirements)} requirements evaluated",
         "approvals": [],
-        "verdict": FAIL if counts[FAIL] else PASS,
+        "verdict": verdict_of(requirements, evidence["evaluation"].get("gates")),
     }
 
 

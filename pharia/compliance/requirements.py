@@ -105,7 +105,7 @@ def _gated(req_id: str) -> Callable[[dict, GatesConfig, ValidationConfig], Outco
 def _evaluation_reproducible(ev: dict, gates: GatesConfig, val: ValidationConfig) -> Outcome:
     judged = (ev.get("evaluation") or {}).get("gates") or {}
     repro = judged.get("reproducibility")
-    if not repro:
+    if not repro or not repro.get("entries"):
         return NOT_EVALUATED, ["no evaluation results"]
     fields = (ev.get("evaluation") or {}).get("reproducibility") or {}
     evidence = [f"{k}: {v}" for k, v in fields.items()]

@@ -5,9 +5,18 @@ from __future__ import annotations
 
 import json
 import time
+from enum import StrEnum
 from pathlib import Path
 
 import typer
+
+
+class Split(StrEnum):
+    """Splits the model was not trained on: `heldout` (the test text) or `validation`."""
+
+    heldout = "heldout"
+    validation = "validation"
+
 
 app = typer.Typer(help="Evaluate a model with the fast or full suite.", invoke_without_command=True)
 
@@ -33,7 +42,7 @@ def eval_command(
     tokenizer: Path | None = typer.Option(
         None, help="tokenizer.json for a pharia model whose training run does not record one"
     ),
-    split: str = typer.Option("heldout", help="shard split to read held-out text from (heldout or validation)"),
+    split: Split = typer.Option(Split.heldout, help="shard split to read held-out text from (never a training split)"),
     device: str = typer.Option("auto", help="auto (cuda when available), cpu or cuda[:N]"),
     batch_size: int | None = typer.Option(None, help="override eval.batch_size (recorded with every score)"),
     seed: int | None = typer.Option(None, help="override eval.seed"),
@@ -50,10 +59,10 @@ def eval_command(
         eval_cfg = eval_cfg.model_copy(
             update={k: v for k, v in (("batch_size", batch_size), ("seed", seed)) if v is not None}
         )
-    source = describe_source(model)
+    source = describe_source(model, tokenizer)
     if shards is None and source.get("shards_dir"):
         shards = Path(source["shards_dir"])
-    typer.echo(f"evaluating {source.get('what', model)}", err=True)
+    typer.echo(f"evaluating {source['path']}: {source['detail']}", err=True)
     started = time.perf_counter()
     result = evaluate_model(
         model,
@@ -64,7 +73,7 @@ def eval_command(
         shards_dir=shards,
         tokenizer=tokenizer,
         device=device,
-        split=split,
+        split=split.value,
     )
     summary = {
         "out": str(out),

@@ -22,7 +22,7 @@ from pharia.evaluate.tasks.base import PipelineInputs
 from pharia.train.data import ShardSet
 
 CANARIES_FILE = "canaries.json"
-MAX_CHUNKS_PER_DOMAIN = 4096  # bounds decoding work on big corpora; subsets are drawn from these
+MAX_CHUNKS_PER_DOMAIN = 4096  # bounds decoding work on big corpora (evenly spaced); subsets are drawn from these
 
 
 def heldout_texts(
@@ -40,23 +40,28 @@ def heldout_texts(
         shard = shards.files[split][domain]
         paths.append(shard.path)
         tokens = np.asarray(shards.memmap(shard))
-        boundaries = np.flatnonzero(tokens == eos)
-        chunks: list[list[int]] = []
-        start = 0
-        for stop in [*boundaries.tolist(), len(tokens)]:
-            doc = tokens[start:stop]
-            start = stop + 1
-            for first in range(0, len(doc), chunk_tokens):
-                piece = doc[first : first + chunk_tokens]
-                if len(piece) >= 8:  # a few tokens carry no language-modelling signal
-                    chunks.append(piece.tolist())
-            if len(chunks) >= max_chunks:
-                break
-        decoded = [t for t in tokenizer.decode_batch(chunks[:max_chunks]) if t.strip()]
+        spans = _chunk_spans(tokens, eos, chunk_tokens)
+        if len(spans) > max_chunks:  # evenly spaced over the whole file, not its first documents
+            spans = [spans[i] for i in np.linspace(0, len(spans) - 1, max_chunks).round().astype(int)]
+        decoded = [t for t in tokenizer.decode_batch([tokens[a:b].tolist() for a, b in spans]) if t.strip()]
         if decoded:
             texts[domain] = decoded
     digest = _combined_sha256(paths)
     return texts, digest
+
+
+def _chunk_spans(tokens: np.ndarray, eos: int, chunk_tokens: int) -> list[tuple[int, int]]:
+    """(start, stop) of every chunk: documents split at eos, cut into pieces of `chunk_tokens`;
+    pieces under 8 tokens carry no language-modelling signal and are left out."""
+    spans = []
+    start = 0
+    for stop in [*np.flatnonzero(tokens == eos).tolist(), len(tokens)]:
+        for first in range(start, stop, chunk_tokens):
+            last = min(first + chunk_tokens, stop)
+            if last - first >= 8:
+                spans.append((first, last))
+        start = stop + 1
+    return spans
 
 
 def _combined_sha256(paths: list[Path]) -> str:

@@ -17,7 +17,10 @@ from __future__ import annotations
 import json
 import math
 import platform
+import shutil
+import sys
 import time
+import traceback
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -33,7 +36,7 @@ from pharia.errors import PhariaError
 from pharia.evaluate.lm import EvalLM
 from pharia.evaluate.metrics import MC_TASKS, MetricSpec, MetricValue
 from pharia.evaluate.tasks import all_specs, all_tasks
-from pharia.evaluate.tasks.base import PipelineInputs, TaskContext, TaskSettings
+from pharia.evaluate.tasks.base import PipelineInputs, Task, TaskContext, TaskOutput, TaskSettings
 
 HARNESS = f"pharia-eval/{pharia.__version__}"
 SCHEMA = "pharia.eval/v2"
@@ -123,6 +126,7 @@ def run_suite(
     entries: list[dict[str, Any]] = []
     values: dict[str, MetricValue] = {}
     skipped: dict[str, str] = {}
+    failed: dict[str, str] = {}
     task_log: dict[str, dict[str, Any]] = {}
     samples: dict[str, list[dict[str, Any]]] = {}
     for index, name in enumerate(names, 1):
@@ -138,10 +142,14 @@ def run_suite(
                 done += n
                 advance(n)
 
-            torch.manual_seed(cfg.seed)
-            output = task.run(TaskContext(lm=lm, settings=settings, seed=cfg.seed, inputs=inputs, progress=step))
+            output = _run_isolated(
+                task, TaskContext(lm=lm, settings=settings, seed=cfg.seed, inputs=inputs, progress=step)
+            )
         wall = time.perf_counter() - task_started
         task_log[name] = {"wall_s": round(wall, 3), "examples": done, "datasets": output.datasets}
+        if output.error:
+            failed[name] = output.error
+            continue
         if output.skipped:
             skipped[name] = output.skipped
             continue
@@ -162,11 +170,31 @@ def run_suite(
         "reproducibility": repro,
         "metrics": {e["name"]: e["value"] for e in entries},
         "entries": entries,
-        "skipped": skipped,
+        "skipped": {**skipped, **{name: f"failed: {why}" for name, why in failed.items()}},
+        "failed": failed,
         "tasks": task_log,
         "samples": samples,
         "wall_s": round(time.perf_counter() - started, 2),
     }
+
+
+def _run_isolated(task: Task, ctx: TaskContext) -> TaskOutput:
+    """One task, on its own RNG state, its failure recorded rather than raised.
+
+    `fork_rng` seeds the task's torch RNG from the suite seed and restores the caller's afterwards,
+    so continuous evaluation inside training leaves the trainer's RNG stream (dropout) untouched.
+    A task that raises is reported under `failed` (and `skipped`, so its gates read "not
+    evaluated" and the dossier "incomplete"), with its traceback on stderr: one broken task must
+    not cost the other results, nor kill rank 0 of a training job while the other ranks wait.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(ctx.seed)
+        try:
+            return task.run(ctx)
+        except Exception as exc:  # recorded with its traceback, see the docstring
+            traceback.print_exc(file=sys.stderr)
+            return TaskOutput(error=f"{type(exc).__name__}: {exc}")
 
 
 def entries_by_name(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -202,7 +230,9 @@ def write_outputs(result: dict[str, Any], gates: dict[str, Any] | None, out_dir:
     """metrics.json, gates.json, summary.md and samples/*.jsonl under `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sample_dir = out_dir / "samples"
-    sample_dir.mkdir(exist_ok=True)
+    shutil.rmtree(sample_dir, ignore_errors=True)  # a reused DIR never mixes two evaluations
+    (out_dir / "gates.json").unlink(missing_ok=True)
+    sample_dir.mkdir()
     for task, records in result.get("samples", {}).items():
         with (sample_dir / f"{task}.jsonl").open("w", encoding="utf-8") as fh:
             for record in records:

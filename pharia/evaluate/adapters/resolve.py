@@ -322,6 +322,8 @@ def resolve_source(path: Path, tokenizer: Path | None = None) -> Source:
         raise PhariaError(f"{path}: not a model this evaluation can load; expected {EXPECTED}")
     if out is None and kind == "pharia-model" and path.parent.parent.name == "stages":
         out = path.parent.parent.parent  # OUT/stages/<stage>/model
+    elif out is None and kind == "pharia-model" and (path.parent / INPUTS_FILE).is_file():
+        out = path.parent  # OUT/model, the published final weights
 
     model_config = None
     extra: dict[str, Any] = {}

@@ -57,6 +57,7 @@ class TaskOutput:
     datasets: dict[str, str] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
     skipped: str | None = None
+    error: str | None = None  # set by the suite when the task raised (see suite._run_isolated)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,12 +111,20 @@ def from_index(value: int, alphabet: str, length: int) -> str:
 
 
 def candidates(canary: Canary, alphabet: str, length: int, m: int, seed: int) -> list[str]:
-    """m distinct secrets other than the canary's, uniform over R without replacement:
-    random.Random(f"{seed}:{canary.id}").sample(range(|R| - 1), m), each index i >= the secret's
-    index shifted by one to skip it."""
+    """m distinct secrets other than the canary's, uniform over R without replacement, drawn by
+    random.Random(f"{seed}:{canary.id}"): `sample(range(|R| - 1), m)` while |R| fits a machine
+    integer, else distinct `randrange(|R| - 1)` draws in order (long secrets: `sample` needs
+    len(range)); each index i >= the secret's index is shifted by one to skip it."""
     space = len(alphabet) ** length
     own = to_index(canary.secret, alphabet)
-    drawn = random.Random(f"{seed}:{canary.id}").sample(range(space - 1), m)
+    rng = random.Random(f"{seed}:{canary.id}")
+    if space - 1 <= sys.maxsize:
+        drawn = rng.sample(range(space - 1), m)
+    else:  # 10^19 and beyond: collisions are astronomically rare, the loop ends after ~m draws
+        seen: dict[int, None] = {}
+        while len(seen) < m:
+            seen.setdefault(rng.randrange(space - 1))
+        drawn = list(seen)
     return [from_index(i + (i >= own), alphabet, length) for i in drawn]
 
 

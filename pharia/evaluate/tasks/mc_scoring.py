@@ -70,7 +70,8 @@ def score_choices(
 def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
     """ECE = sum over bins b of |B_b|/n * |accuracy(B_b) - mean confidence(B_b)|, with `bins`
     equal-width bins (b/bins, (b+1)/bins] over [0, 1] (a confidence of exactly 0 joins the first
-    bin); empty bins contribute nothing (Guo et al. 2017)."""
+    bin); empty bins contribute nothing (Guo et al. 2017). NaN when a confidence is not finite (a
+    model that produced non-finite scores), which the suite reports as not computed."""
     conf = np.asarray(confidences, dtype=np.float64)
     hits = np.asarray(correct, dtype=np.float64)
     if conf.ndim != 1 or conf.shape != hits.shape:
@@ -79,7 +80,9 @@ def expected_calibration_error(confidences: Sequence[float], correct: Sequence[b
         raise ValueError("expected_calibration_error needs at least one prediction")
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
-    if not np.all((conf >= 0.0) & (conf <= 1.0)) or not np.all(np.isfinite(conf)):
+    if not np.all(np.isfinite(conf)):
+        return float("nan")  # a non-finite score upstream: reported as not computed, never as calibrated
+    if not np.all((conf >= 0.0) & (conf <= 1.0)):
         raise ValueError("confidences must lie in [0, 1]")
     edges = np.linspace(0.0, 1.0, bins + 1)
     index = np.clip(np.digitize(conf, edges, right=True) - 1, 0, bins - 1)
