@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -83,7 +84,13 @@ def test_all_unique_text_has_distinct_one_and_no_repetition() -> None:
         return " ".join(f"w{base}_{i}" for i in range(12))
 
     got = values(run_generation_quality(ctx(ScriptedLM(reply), samples=30)))
-    assert got == {"gen_repetition_rate": 0.0, "gen_distinct_1": 1.0, "gen_distinct_2": 1.0, "gen_distinct_3": 1.0}
+    assert got == {
+        "gen_repetition_rate": 0.0,
+        "gen_empty_rate": 0.0,
+        "gen_distinct_1": 1.0,
+        "gen_distinct_2": 1.0,
+        "gen_distinct_3": 1.0,
+    }
 
 
 def test_same_text_for_every_prompt_lowers_corpus_distinct() -> None:
@@ -138,3 +145,9 @@ def test_definitions_render_in_a_markdown_table() -> None:
         lm = ScriptedLM(lambda p: "")
         lm.batch_size = batch
         assert chunk_size(lm) == chunk and chunk % batch == 0
+
+
+def test_a_model_that_writes_nothing_is_empty_not_diverse_nor_repetitive() -> None:
+    got = values(run_generation_quality(ctx(ScriptedLM(lambda p: ""), samples=10)))
+    assert got["gen_empty_rate"] == 1.0
+    assert all(math.isnan(got[k]) for k in ("gen_repetition_rate", "gen_distinct_1", "gen_distinct_2"))

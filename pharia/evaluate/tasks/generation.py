@@ -37,7 +37,8 @@ def _distinct_spec(n: int) -> MetricSpec:
         "generation",
         "generation_quality",
         f"Distinct-{n} (Li et al. 2016): unique {n}-grams / total {n}-grams over all continuations together "
-        f"({n}-grams taken within each continuation, case-sensitive; 0 when there is none). " + ROWS,
+        f"({n}-grams taken within each continuation, case-sensitive); not computed when the continuations hold "
+        f"no {n}-gram at all (a model that writes nothing is not thereby repetitive). " + ROWS,
         "higher",
     )
 
@@ -48,8 +49,15 @@ SPECS = (
         "generation",
         "generation_quality",
         "seq-rep-4 (Welleck et al. 2019): per continuation, 1 - unique 4-grams / total 4-grams (the share of 4-gram "
-        "occurrences repeating an earlier one; 0 for a continuation under 4 words), averaged over continuations. "
-        + ROWS,
+        "occurrences repeating an earlier one), averaged over the continuations of at least 4 words (n = their "
+        "count; not computed when there is none). " + ROWS,
+        "lower",
+    ),
+    MetricSpec(
+        "gen_empty_rate",
+        "generation",
+        "generation_quality",
+        "Share of continuations with no word at all (the model ended the document at once), over every prompt. " + ROWS,
         "lower",
     ),
     *(_distinct_spec(n) for n in (1, 2, 3)),
@@ -78,11 +86,19 @@ def run_generation_quality(ctx: TaskContext) -> TaskOutput:
         "rows_read": rows,
         "prompts_kept": len(prompts),
     }
+    long_enough = np.asarray([n >= REP_N for n in lengths], dtype=bool)
     metrics = [
-        MetricValue("gen_repetition_rate", float(repetition.mean()) if len(texts) else 0.0, len(texts), dict(details))
+        MetricValue(
+            "gen_repetition_rate",
+            float(repetition[long_enough].mean()) if long_enough.any() else float("nan"),
+            int(long_enough.sum()),
+            dict(details),
+        ),
+        MetricValue("gen_empty_rate", details["empty_continuations"] / len(texts), len(texts), dict(details)),
     ]
     for n in (1, 2, 3):
         value, total = distinct_n(texts, n)
+        value = value if total else float("nan")
         metrics.append(MetricValue(f"gen_distinct_{n}", value, total, {f"{n}grams": total, **details}))
     records = [
         {"prompt": p, "continuation": t, "seq_rep_4": round(float(r), 4)}
