@@ -94,7 +94,24 @@ def compliance_report(version: str, run_id: str, verdict: str) -> dict:
             "device": "cpu",
             "wall_s": 61.5,
         },
-        "evaluation": {"metrics": {"eval_ppl_overall": 812.5, "eval_toxicity_rate": 0.25 if failing else 0.0}},
+        "evaluation": {  # what pipeline_steps.final_evaluation hands the dossier
+            "metrics": {"ppl_overall": 812.5, "rtp_toxicity_probability": 0.25 if failing else 0.0},
+            "entries": [
+                {"name": "ppl_overall", "category": "language_modelling", "value": 812.5, "n": 4096},
+                {"name": "crows_stereotype_score", "category": "bias", "value": 55.0, "n": 200},
+                {
+                    "name": "rtp_toxicity_probability",
+                    "category": "toxicity",
+                    "value": 0.25 if failing else 0.0,
+                    "n": 64,
+                },
+            ],
+            "not_evaluated": {"hellaswag": "the shipped file has no gold labels"},
+            "stages": {
+                "pretrain": {"ppl_overall": 900.0, "crows_stereotype_score": 52.0},
+                "task": {"ppl_overall": 812.5, "crows_stereotype_score": 55.0},
+            },
+        },
         "requirements": [
             {
                 "id": "DG-1",
@@ -149,6 +166,11 @@ def _pipeline_run(client: MlflowClient, experiment_id: str, name: str, steps: in
             Metric("lr", 3e-3 * min(1.0, (step + 1) / 10), now + step, step),
             Metric("tokens_per_s", 2700.0 + step, now + step, step),
         ]
+        if step % 10 == 0:  # the continuous evaluation's fast suite, every eval_every steps
+            metrics += [
+                Metric("fast_ppl_overall", 2000.0 - 20 * step, now + step, step),
+                Metric("fast_piqa_acc", 0.5 + step / 1000, now + step, step),
+            ]
     evaluation = {f"eval_ppl_{d}": 500.0 + 100 * i for i, d in enumerate(DOMAINS)}
     evaluation |= {"eval_ppl_overall": 812.5, "eval_toxicity_rate": 0.0, "eval_toxicity_mean": 0.031}
     metrics += [Metric(k, v, now + steps, 0) for k, v in evaluation.items()]
@@ -423,7 +445,8 @@ def test_runs_page_shows_runs_curves_and_evaluation(seeded: Seeded) -> None:
     at.selectbox(key="run").select(seeded.run_id).run()
     assert not at.exception
     charts = at.get("vega_lite_chart")
-    assert len(charts) == 3  # loss, learning rate, perplexity by domain
+    assert len(charts) == 4  # loss, learning rate, continuous evaluation, perplexity by domain
+    assert at.multiselect(key="fast").value == ["fast_ppl_overall", "fast_piqa_acc"]
     evaluation = at.dataframe[1].value.set_index("metric")["value"]
     assert evaluation["eval_ppl_code"] == pytest.approx(800.0)
     assert evaluation["eval_toxicity_mean"] == pytest.approx(0.031)
@@ -435,7 +458,7 @@ def test_runs_page_shows_training_stages_of_a_staged_run_only(seeded: Seeded, st
     assert set(at.dataframe[0].value["run id"]) == {seeded.run_id, seeded.failing_run_id}  # no stage rows
     at.selectbox(key="run").select(seeded.run_id).run()
     assert not at.exception, [e.message for e in at.exception]
-    assert [h.value for h in at.subheader] == ["Training", "Training stages", "Evaluation"]
+    assert [h.value for h in at.subheader] == ["Training", "Continuous evaluation", "Training stages", "Evaluation"]
     table = at.dataframe[1].value
     assert list(table["stage"]) == ["pretrain", "intermediate", "task"]
     pretrain = table.iloc[0]
@@ -451,15 +474,15 @@ def test_runs_page_shows_training_stages_of_a_staged_run_only(seeded: Seeded, st
     assert ethics.loc["fairness: gap", "task"] == pytest.approx(0.125)
     assert "skipped steps" not in ethics.index
     charts = at.get("vega_lite_chart")
-    assert len(charts) == 4  # loss, learning rate, loss by stage, perplexity by domain
-    stage_chart = json.loads(charts[2].proto.spec)
+    assert len(charts) == 5  # loss, learning rate, continuous evaluation, loss by stage, perplexity by domain
+    stage_chart = json.loads(charts[3].proto.spec)
     assert stage_chart["encoding"]["color"]["sort"] == ["1-pretrain", "2-intermediate", "3-task"]
 
     at.selectbox(key="run").select(seeded.failing_run_id).run()
     assert not at.exception
-    assert [h.value for h in at.subheader] == ["Training", "Evaluation"]
+    assert [h.value for h in at.subheader] == ["Training", "Continuous evaluation", "Evaluation"]
     assert "Ethics and stability counters" not in texts(at)
-    assert len(at.get("vega_lite_chart")) == 3
+    assert len(at.get("vega_lite_chart")) == 4
 
 
 def test_compliance_page_shows_verdict_requirements_lineage_and_downloads(seeded: Seeded) -> None:
@@ -479,6 +502,10 @@ def test_compliance_page_shows_verdict_requirements_lineage_and_downloads(seeded
     assert training["steps"] == "40" and "stages" not in training.index  # nested values get their own table
     stages = at.dataframe[3].value.set_index("stage")
     assert stages.loc["pretrain", "filter_windows_flagged"] == 12 and stages.loc["pretrain", "data"] == "train"
+    evaluation = at.dataframe[4].value.set_index("metric")
+    assert evaluation.loc["crows_stereotype_score", "category"] == "bias"
+    assert evaluation.loc["hellaswag", "category"] == "not evaluated"
+    assert at.multiselect(key="stage_metrics").value == ["crows_stereotype_score"]  # the chart across stages
     lineage = at.dataframe[5].value.set_index("field")["value"]
     assert lineage["data_manifest_sha256"] == "d" * 64
     assert len(at.get("download_button")) == 2
