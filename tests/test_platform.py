@@ -224,7 +224,10 @@ def test_pipeline_triggered_through_the_deployment_registers_a_model(
     cfg["data"]["target_chars"] = 300_000
     cfg["train"] |= {"max_steps": 6, "warmup_steps": 1, "log_every": 2, "global_batch_tokens": 512}
     cfg["train"]["stages"] = [{**stage, "max_steps": 3} for stage in cfg["train"]["stages"]]
-    cfg["eval"] |= {"max_batches_per_domain": 1, "n_generations": 2, "max_new_tokens": 8}
+    cfg["eval"]["suites"] = {  # a few rows of a few tasks: the wiring is under test, not the scores
+        "fast": {"heldout": {"samples": 2}, "piqa": {"samples": 4}},
+        "full": {"heldout": {"samples": 2}, "piqa": {"samples": 4}, "crows_pairs": {"samples": 4}},
+    }
     cfg["registry"]["model_name"] = "pharia-e2e"
     status, body = _get(f"{platform.prefect}/api/deployments/name/pharia-pipeline/local")
     assert status == 200, "deployment pharia-pipeline/local is missing"
@@ -243,7 +246,8 @@ def test_pipeline_triggered_through_the_deployment_registers_a_model(
     assert state and state["type"] == "COMPLETED", f"flow run ended {state}:\n{worker_log}"
 
     versions = queries.list_versions(platform.mlflow, "pharia-e2e")
-    assert versions and versions[0].verdict in ("pass", "fail") and "candidate" in versions[0].aliases
+    # gated requirements whose metrics are not in this small suite leave the dossier incomplete
+    assert versions and versions[0].verdict in ("pass", "fail", "incomplete") and "candidate" in versions[0].aliases
     report = queries.load_compliance_report(platform.mlflow, "pharia-e2e", versions[0].version)
     assert report.data["schema"] == "pharia.compliance/v1" and report.markdown
     assert queries.metric_history(platform.mlflow, versions[0].run_id, ("train_loss",))
