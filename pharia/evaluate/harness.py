@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pharia.config import EvalConfig, GatesConfig
+from pharia.errors import PhariaError
 from pharia.evaluate.pipeline_inputs import pipeline_inputs
 from pharia.evaluate.suite import check_suite, gates_for, metric_specs, run_suite, write_outputs
 
@@ -38,7 +39,10 @@ def evaluate_model(
         check_gate_config(gates_cfg, metric_specs())
     chunk_tokens = 256
     if shards_dir is not None:
-        manifest = json.loads((Path(shards_dir) / "manifest.json").read_text(encoding="utf-8"))
+        manifest_file = Path(shards_dir) / "manifest.json"
+        if not manifest_file.is_file():
+            raise PhariaError(f"{shards_dir}: no manifest.json; expected a packed shard directory (pharia data pack)")
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
         chunk_tokens = int(manifest.get("seq_len", chunk_tokens))
     inputs = pipeline_inputs(
         shards_dir, split=split, chunk_tokens=chunk_tokens, toxicity_threshold=eval_cfg.toxicity_threshold
