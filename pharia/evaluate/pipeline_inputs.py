@@ -18,6 +18,7 @@ import numpy as np
 from pharia.data.manifest import sha256_file
 from pharia.data.tokenizer import load_tokenizer
 from pharia.errors import PhariaError
+from pharia.evaluate.datasets import sha256_files
 from pharia.evaluate.tasks.base import PipelineInputs
 from pharia.train.data import ShardSet
 
@@ -46,7 +47,7 @@ def heldout_texts(
         decoded = [t for t in tokenizer.decode_batch([tokens[a:b].tolist() for a, b in spans]) if t.strip()]
         if decoded:
             texts[domain] = decoded
-    digest = _combined_sha256(paths)
+    digest = sha256_files(paths) if paths else ""
     return texts, digest
 
 
@@ -62,12 +63,6 @@ def _chunk_spans(tokens: np.ndarray, eos: int, chunk_tokens: int) -> list[tuple[
                 spans.append((first, last))
         start = stop + 1
     return spans
-
-
-def _combined_sha256(paths: list[Path]) -> str:
-    from pharia.evaluate.datasets import sha256_files
-
-    return sha256_files(paths) if paths else ""
 
 
 def load_canaries(shards_dir: Path) -> tuple[dict | None, str | None]:

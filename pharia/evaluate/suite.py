@@ -160,8 +160,9 @@ def run_suite(
             values[value.name] = value
             entries.append(_entry(value, specs[value.name], repro, output.datasets, wall))
         samples[name] = output.records
-    for value in _aggregates(values):
-        datasets = {k: v for t in value.details["tasks"] for k, v in entries_by_name(entries)[t]["datasets"].items()}
+    by_name = {e["name"]: e for e in entries}
+    for value in _aggregates(values):  # an average cites the files of every task it averages
+        datasets = {k: v for t in value.details["tasks"] for k, v in by_name[t]["datasets"].items()}
         entries.append(_entry(value, specs[value.name], repro, datasets, 0.0))
     return {
         "schema": SCHEMA,
@@ -195,10 +196,6 @@ def _run_isolated(task: Task, ctx: TaskContext) -> TaskOutput:
         except Exception as exc:  # recorded with its traceback, see the docstring
             traceback.print_exc(file=sys.stderr)
             return TaskOutput(error=f"{type(exc).__name__}: {exc}")
-
-
-def entries_by_name(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {e["name"]: e for e in entries}
 
 
 def _entry(
